@@ -24,7 +24,10 @@ fn strip_inner_attributes() {
     for name in ["control.rs", "control_ttrpc.rs"] {
         let path = out.join(name);
         let text = std::fs::read_to_string(&path).expect("reading generated code");
-        let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("#!") && !l.starts_with("//!")).collect();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with("#!") && !l.starts_with("//!"))
+            .collect();
         std::fs::write(&path, kept.join("\n")).expect("writing generated code");
     }
 }

@@ -1,0 +1,975 @@
+//! The runtime-control server inside the sandbox: containers, their
+//! processes, exit statuses and events.
+//!
+//! One mutex guards [`State`]; a condition variable wakes waiters when the
+//! reaper records an exit. Each container has its own PID namespace, so when
+//! its init exits the kernel kills the rest of the container.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use runtime_control::control as pb;
+use ttrpc::{Code, TtrpcContext};
+
+use crate::fdpass::FdStore;
+use crate::init::{self, FailureKind, InitReply, InitRequest};
+
+/// Token under which the stdio donated at boot is stored.
+pub const BOOT_STDIO_TOKEN: u64 = u64::MAX;
+
+/// Errors of the control server, each mapped to one ttrpc code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No container or process by that name.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The container is not in a state that allows the call.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A container with that id exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The call is not implemented.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// Something failed inside the sandbox.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ServerError> for ttrpc::Error {
+    fn from(e: ServerError) -> Self {
+        let code = match &e {
+            ServerError::NotFound(_) => Code::NOT_FOUND,
+            ServerError::InvalidArgument(_) => Code::INVALID_ARGUMENT,
+            ServerError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+            ServerError::AlreadyExists(_) => Code::ALREADY_EXISTS,
+            ServerError::Unimplemented(_) => Code::UNIMPLEMENTED,
+            ServerError::Internal(_) => Code::INTERNAL,
+        };
+        ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
+    }
+}
+
+type Result<T> = std::result::Result<T, ServerError>;
+
+#[derive(Debug, Clone, Copy)]
+struct Exit {
+    status: u32,
+    at_ns: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+struct Container {
+    init_pid: i32,
+    status: Status,
+    /// Socket to the init helper until the container has started.
+    init_sock: Option<File>,
+    /// The container's PID and mount namespaces, for execs.
+    pidns: OwnedFd,
+    mntns: Option<OwnedFd>,
+    pidns_ino: u64,
+    /// Terminal of the init (a pty slave), for foreground-group signals.
+    tty: Option<OwnedFd>,
+    /// Pids of execs still tracked, with their terminals.
+    execs: HashMap<i32, Option<OwnedFd>>,
+    spec: oci_spec::runtime::Spec,
+}
+
+#[derive(Default)]
+struct State {
+    containers: HashMap<String, Container>,
+    /// Exit statuses by pid, for inits and execs.
+    exits: HashMap<i32, Exit>,
+    /// Which container a tracked pid belongs to.
+    owner: HashMap<i32, String>,
+    events: VecDeque<pb::Event>,
+    seq: u64,
+}
+
+/// Most events kept for late readers.
+const MAX_EVENTS: usize = 4096;
+
+/// The control service.
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<(Mutex<State>, Condvar)>,
+    fds: FdStore,
+    /// Serialises spawning, which changes the spawning thread's namespaces.
+    spawn_lock: Arc<Mutex<()>>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn ns_inode(path: &str) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.ino())
+}
+
+fn open_ns(pid: i32, ns: &str) -> std::io::Result<OwnedFd> {
+    Ok(File::open(format!("/proc/{pid}/ns/{ns}"))?.into())
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> ServerError {
+    ServerError::Internal(format!("{what}: {e}"))
+}
+
+impl Server {
+    /// A server taking its descriptors from `fds`.
+    pub fn new(fds: FdStore) -> Self {
+        Server {
+            state: Arc::new((Mutex::new(State::default()), Condvar::new())),
+            fds,
+            spawn_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held by the reaper while it collects children: std's spawn waits for
+    /// a child whose exec failed, and must not find it already reaped.
+    pub fn reap_guard(&self) -> MutexGuard<'_, ()> {
+        self.spawn_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `pid` exited with wait status `status`; called by the
+    /// reaper for every child it collects.
+    pub fn record_exit(&self, pid: i32, status: u32) {
+        let mut st = self.lock();
+        let Some(cid) = st.owner.get(&pid).cloned() else {
+            log::debug!("reaped untracked pid {pid} (status {status})");
+            return;
+        };
+        let exit = Exit {
+            status,
+            at_ns: now_ns(),
+        };
+        st.exits.insert(pid, exit);
+        let mut is_init = false;
+        if let Some(c) = st.containers.get_mut(&cid) {
+            if c.init_pid == pid {
+                is_init = true;
+                c.status = Status::Stopped;
+                c.init_sock = None;
+                c.mntns = None;
+                c.execs.clear();
+                log::info!("container {cid}: init {pid} exited with status {status}");
+            } else {
+                c.execs.remove(&pid);
+                log::info!("container {cid}: process {pid} exited with status {status}");
+            }
+        }
+        st.seq += 1;
+        let mut ev = pb::Event::new();
+        ev.seq = st.seq;
+        ev.kind = pb::EventKind::EVENT_EXIT.into();
+        ev.container_id = cid;
+        ev.pid = pid as u32;
+        ev.init = is_init;
+        ev.exit_status = status;
+        ev.at_ns = exit.at_ns;
+        st.events.push_back(ev);
+        if st.events.len() > MAX_EVENTS {
+            st.events.pop_front();
+        }
+        drop(st);
+        self.state.1.notify_all();
+    }
+
+    fn take_stdio(&self, stdio: &pb::Stdio) -> Result<[OwnedFd; 3]> {
+        let open_null = || -> Result<OwnedFd> {
+            Ok(std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| internal("opening /dev/null", e))?
+                .into())
+        };
+        if stdio.token == 0 {
+            return Ok([open_null()?, open_null()?, open_null()?]);
+        }
+        let fds = self.fds.take(stdio.token).ok_or_else(|| {
+            ServerError::InvalidArgument(format!(
+                "no descriptors were sent under stdio token {}",
+                stdio.token
+            ))
+        })?;
+        let mut it = fds.into_iter();
+        let mut next = || -> Result<OwnedFd> {
+            match it.next() {
+                Some(fd) => Ok(fd),
+                None => open_null(),
+            }
+        };
+        Ok([next()?, next()?, next()?])
+    }
+
+    /// Spawns a helper (`runsc-init`) in `pidns` (a new one when `None`).
+    fn spawn_helper(
+        &self,
+        role: init::Role,
+        stdio: [OwnedFd; 3],
+        pidns: Option<&OwnedFd>,
+        mntns: Option<&OwnedFd>,
+    ) -> Result<(i32, File)> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| internal("creating the init socket", e))?;
+        let theirs: OwnedFd = theirs.into();
+        let theirs_raw = theirs.as_raw_fd();
+        let mnt_raw = mntns.map(|f| f.as_raw_fd());
+        let [stdin, stdout, stderr] = stdio;
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.arg0("runsc-init")
+            .arg(match role {
+                init::Role::Container => "init",
+                init::Role::Exec => "exec-init",
+            })
+            .env_clear()
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr);
+        // SAFETY: the closure only calls sigprocmask and dup2, which are
+        // async-signal-safe, on descriptors that stay open in the parent
+        // until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                // The sandbox blocks the signals its reaper waits for; the
+                // container must start with none blocked.
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::dup2(theirs_raw, init::INIT_SOCK_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(m) = mnt_raw {
+                    if libc::dup2(m, init::EXEC_MNTNS_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let _guard = self.spawn_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Namespaces for children are per thread: set them on a short-lived
+        // thread so this one stays as it was.
+        let child = std::thread::scope(|s| {
+            s.spawn(|| -> Result<std::process::Child> {
+                match pidns {
+                    Some(ns) => nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)
+                        .map_err(|e| internal("joining the container's PID namespace", e))?,
+                    None => nix::sched::unshare(CloneFlags::CLONE_NEWPID)
+                        .map_err(|e| internal("creating a PID namespace", e))?,
+                }
+                cmd.spawn().map_err(|e| internal("starting runsc-init", e))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(ServerError::Internal("spawner thread panicked".into())))
+        })?;
+        drop(theirs);
+        // The reaper collects the child; the handle is only dropped.
+        Ok((child.id() as i32, File::from(OwnedFd::from(ours))))
+    }
+
+    fn read_reply(sock: &mut File, cid: &str) -> Result<Option<InitReply>> {
+        match init::read_msg(sock) {
+            Ok(None) => Ok(None),
+            Ok(Some(body)) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| internal(&format!("container {cid}: decoding init reply"), e)),
+            Err(e) => Err(internal(&format!("container {cid}: reading init reply"), e)),
+        }
+    }
+
+    fn reply_error(cid: &str, what: &str, r: InitReply) -> ServerError {
+        let msg = format!(
+            "container {cid}: {what}: {}",
+            r.error.unwrap_or_else(|| "unknown error".into())
+        );
+        match r.kind {
+            Some(FailureKind::NotFound) => ServerError::NotFound(msg),
+            Some(FailureKind::InvalidSpec) => ServerError::InvalidArgument(msg),
+            _ => ServerError::Internal(msg),
+        }
+    }
+
+    fn track(&self, pid: i32, cid: &str) {
+        self.lock().owner.insert(pid, cid.to_string());
+    }
+
+    fn create(&self, req: pb::CreateContainerRequest) -> Result<u32> {
+        let cid = req.container_id.clone();
+        if cid.is_empty() {
+            return Err(ServerError::InvalidArgument("container id is empty".into()));
+        }
+        let spec: oci_spec::runtime::Spec = serde_json::from_slice(&req.spec_json)
+            .map_err(|e| ServerError::InvalidArgument(format!("container {cid}: spec: {e}")))?;
+        if spec.process().is_none() {
+            return Err(ServerError::InvalidArgument(format!(
+                "container {cid}: the spec has no process"
+            )));
+        }
+        if self.lock().containers.contains_key(&cid) {
+            return Err(ServerError::AlreadyExists(format!(
+                "container {cid} already exists"
+            )));
+        }
+        let stdio = req.stdio.clone().unwrap_or_default();
+        let fds = self.take_stdio(&stdio)?;
+        let tty = if stdio.terminal {
+            Some(
+                fds[0]
+                    .try_clone()
+                    .map_err(|e| internal("duplicating the terminal", e))?,
+            )
+        } else {
+            None
+        };
+        let (pid, mut sock) = self.spawn_helper(init::Role::Container, fds, None, None)?;
+        self.track(pid, &cid);
+        let kill_helper = |pid: i32| {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        };
+        let request = InitRequest {
+            spec: spec.clone(),
+            terminal: stdio.terminal,
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| internal("encoding the spec", e))?;
+        if let Err(e) = init::write_msg(&mut sock, &body) {
+            kill_helper(pid);
+            return Err(internal(&format!("container {cid}: sending the spec"), e));
+        }
+        match Self::read_reply(&mut sock, &cid) {
+            Ok(Some(r)) if r.error.is_none() => {}
+            Ok(Some(r)) => {
+                kill_helper(pid);
+                return Err(Self::reply_error(&cid, "creating", r));
+            }
+            Ok(None) => {
+                kill_helper(pid);
+                return Err(ServerError::Internal(format!(
+                    "container {cid}: init exited while creating the container"
+                )));
+            }
+            Err(e) => {
+                kill_helper(pid);
+                return Err(e);
+            }
+        }
+        let ns = open_ns(pid, "pid").and_then(|p| {
+            let m = open_ns(pid, "mnt")?;
+            let ino = ns_inode(&format!("/proc/{pid}/ns/pid"))?;
+            Ok((p, m, ino))
+        });
+        let (pidns, mntns, pidns_ino) = match ns {
+            Ok(v) => v,
+            Err(e) => {
+                kill_helper(pid);
+                return Err(internal(
+                    &format!("container {cid}: opening its namespaces"),
+                    e,
+                ));
+            }
+        };
+        let mut st = self.lock();
+        st.containers.insert(
+            cid.clone(),
+            Container {
+                init_pid: pid,
+                status: Status::Created,
+                init_sock: Some(sock),
+                pidns,
+                mntns: Some(mntns),
+                pidns_ino,
+                tty,
+                execs: HashMap::new(),
+                spec,
+            },
+        );
+        log::info!("container {cid}: created, init pid {pid}");
+        Ok(pid as u32)
+    }
+
+    fn start(&self, cid: &str) -> Result<u32> {
+        let (pid, mut sock) = {
+            let mut st = self.lock();
+            let c = st
+                .containers
+                .get_mut(cid)
+                .ok_or_else(|| ServerError::NotFound(format!("container {cid} not found")))?;
+            if c.status != Status::Created {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "container {cid} is not in the created state"
+                )));
+            }
+            let sock = c.init_sock.take().ok_or_else(|| {
+                ServerError::FailedPrecondition(format!("container {cid} is being started"))
+            })?;
+            (c.init_pid, sock)
+        };
+        init::write_msg(&mut sock, b"start")
+            .map_err(|e| internal(&format!("container {cid}: sending start"), e))?;
+        match Self::read_reply(&mut sock, cid)? {
+            None => {
+                let mut st = self.lock();
+                if let Some(c) = st.containers.get_mut(cid) {
+                    if c.status == Status::Created {
+                        c.status = Status::Running;
+                    }
+                }
+                log::info!("container {cid}: started, pid {pid}");
+                Ok(pid as u32)
+            }
+            Some(r) => Err(Self::reply_error(cid, "starting", r)),
+        }
+    }
+
+    fn exec(&self, req: pb::ExecRequest) -> Result<u32> {
+        let cid = req.container_id.as_str();
+        let process: oci_spec::runtime::Process = serde_json::from_slice(&req.process_json)
+            .map_err(|e| ServerError::InvalidArgument(format!("container {cid}: process: {e}")))?;
+        let (pidns, mntns, mut spec) = {
+            let st = self.lock();
+            let c = st
+                .containers
+                .get(cid)
+                .ok_or_else(|| ServerError::NotFound(format!("container {cid} not found")))?;
+            if !matches!(c.status, Status::Running | Status::Created) {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "container {cid} is not running"
+                )));
+            }
+            let mntns = c.mntns.as_ref().ok_or_else(|| {
+                ServerError::FailedPrecondition(format!("container {cid} is not running"))
+            })?;
+            (
+                c.pidns
+                    .try_clone()
+                    .map_err(|e| internal("duplicating a namespace", e))?,
+                mntns
+                    .try_clone()
+                    .map_err(|e| internal("duplicating a namespace", e))?,
+                c.spec.clone(),
+            )
+        };
+        spec.set_process(Some(process));
+        let stdio = req.stdio.clone().unwrap_or_default();
+        let fds = self.take_stdio(&stdio)?;
+        let tty = if stdio.terminal {
+            Some(
+                fds[0]
+                    .try_clone()
+                    .map_err(|e| internal("duplicating the terminal", e))?,
+            )
+        } else {
+            None
+        };
+        let (pid, mut sock) =
+            self.spawn_helper(init::Role::Exec, fds, Some(&pidns), Some(&mntns))?;
+        self.track(pid, cid);
+        let request = InitRequest {
+            spec,
+            terminal: stdio.terminal,
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| internal("encoding the spec", e))?;
+        let result = init::write_msg(&mut sock, &body)
+            .map_err(|e| internal(&format!("container {cid}: sending the exec"), e))
+            .and_then(|()| Self::read_reply(&mut sock, cid))
+            .and_then(|r| match r {
+                Some(r) if r.error.is_none() => Self::read_reply(&mut sock, cid),
+                other => Ok(other),
+            });
+        match result {
+            Ok(None) => {
+                let mut st = self.lock();
+                let exited = st.exits.contains_key(&pid);
+                if let Some(c) = st.containers.get_mut(cid) {
+                    if !exited {
+                        c.execs.insert(pid, tty);
+                    }
+                }
+                log::info!("container {cid}: exec started, pid {pid}");
+                Ok(pid as u32)
+            }
+            Ok(Some(r)) => {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                Err(Self::reply_error(cid, "exec", r))
+            }
+            Err(e) => {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                Err(e)
+            }
+        }
+    }
+
+    fn wait_for(&self, cid: &str, pid: Option<i32>, clear: bool) -> Result<Exit> {
+        let mut st = self.lock();
+        loop {
+            let target = match pid {
+                Some(p) => p,
+                None => {
+                    st.containers
+                        .get(cid)
+                        .ok_or_else(|| ServerError::NotFound(format!("container {cid} not found")))?
+                        .init_pid
+                }
+            };
+            if st.owner.get(&target).map(String::as_str) != Some(cid) {
+                return Err(ServerError::NotFound(format!(
+                    "container {cid}: no process {target}"
+                )));
+            }
+            if let Some(exit) = st.exits.get(&target).copied() {
+                if clear {
+                    st.exits.remove(&target);
+                    st.owner.remove(&target);
+                }
+                return Ok(exit);
+            }
+            st = self.state.1.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn container_pids(&self, cid: &str) -> Result<Vec<i32>> {
+        let ino = {
+            let st = self.lock();
+            st.containers
+                .get(cid)
+                .ok_or_else(|| ServerError::NotFound(format!("container {cid} not found")))?
+                .pidns_ino
+        };
+        let mut pids = Vec::new();
+        let dir = std::fs::read_dir("/proc").map_err(|e| internal("listing /proc", e))?;
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if ns_inode(&format!("/proc/{pid}/ns/pid")).ok() == Some(ino) {
+                pids.push(pid);
+            }
+        }
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    fn signal(&self, req: &pb::SignalRequest) -> Result<()> {
+        let cid = req.container_id.as_str();
+        let sig = Signal::try_from(req.signal).map_err(|_| {
+            ServerError::InvalidArgument(format!("container {cid}: bad signal {}", req.signal))
+        })?;
+        let mode = req.mode.enum_value_or_default();
+        if mode == pb::SignalMode::SIGNAL_ALL {
+            for pid in self.container_pids(cid)? {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+            }
+            log::info!("container {cid}: signal {sig} to all processes");
+            return Ok(());
+        }
+        let st = self.lock();
+        let c = st
+            .containers
+            .get(cid)
+            .ok_or_else(|| ServerError::NotFound(format!("container {cid} not found")))?;
+        let pid = if req.pid == 0 {
+            c.init_pid
+        } else {
+            req.pid as i32
+        };
+        let alive = pid == c.init_pid && c.status != Status::Stopped || c.execs.contains_key(&pid);
+        if !alive {
+            return Err(ServerError::NotFound(format!(
+                "container {cid}: no running process {pid}"
+            )));
+        }
+        if mode == pb::SignalMode::SIGNAL_FOREGROUND_GROUP {
+            let tty = if pid == c.init_pid {
+                c.tty.as_ref()
+            } else {
+                c.execs.get(&pid).and_then(|t| t.as_ref())
+            };
+            if let Some(tty) = tty {
+                if let Ok(pgrp) = nix::unistd::tcgetpgrp(tty.as_fd()) {
+                    nix::sys::signal::killpg(pgrp, sig)
+                        .map_err(|e| internal(&format!("container {cid}: killpg"), e))?;
+                    return Ok(());
+                }
+            }
+        }
+        nix::sys::signal::kill(Pid::from_raw(pid), sig).map_err(|e| match e {
+            nix::Error::ESRCH => {
+                ServerError::NotFound(format!("container {cid}: no process {pid}"))
+            }
+            e => internal(&format!("container {cid}: kill {pid}"), e),
+        })?;
+        log::info!("container {cid}: signal {sig} to {pid}");
+        Ok(())
+    }
+
+    fn processes(&self, cid: &str) -> Result<Vec<pb::Process>> {
+        let mut out = Vec::new();
+        for pid in self.container_pids(cid)? {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command, which is in parentheses and may hold spaces.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let mut p = pb::Process::new();
+            p.pid = pid as u32;
+            p.ppid = fields.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            p.start_time = fields.get(19).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                p.uid = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+            }
+            p.cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    b.split(|c| *c == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    fn stats(&self, cid: &str) -> Result<pb::StatsResponse> {
+        let pids = self.container_pids(cid)?;
+        let mut r = pb::StatsResponse::new();
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+        for pid in &pids {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                r.memory_usage_bytes += status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().next())
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    * 1024;
+            }
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    let t: u64 = [11, 12]
+                        .iter()
+                        .filter_map(|i| f.get(*i).and_then(|s| s.parse::<u64>().ok()))
+                        .sum();
+                    r.cpu_usage_ns += t * 1_000_000_000 / ticks.max(1);
+                }
+            }
+        }
+        r.pids_current = pids.len() as u64;
+        Ok(r)
+    }
+
+    fn pause_resume(&self, cid: &str, pause: bool) -> Result<()> {
+        {
+            let st = self.lock();
+            let c = st
+                .containers
+                .get(cid)
+                .ok_or_else(|| ServerError::NotFound(format!("container {cid} not found")))?;
+            let ok = if pause {
+                c.status == Status::Running
+            } else {
+                c.status == Status::Paused
+            };
+            if !ok {
+                return Err(ServerError::FailedPrecondition(format!(
+                    "container {cid} is not {}",
+                    if pause { "running" } else { "paused" }
+                )));
+            }
+        }
+        let sig = if pause {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        for pid in self.container_pids(cid)? {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+        }
+        if let Some(c) = self.lock().containers.get_mut(cid) {
+            if c.status != Status::Stopped {
+                c.status = if pause {
+                    Status::Paused
+                } else {
+                    Status::Running
+                };
+            }
+        }
+        log::info!(
+            "container {cid}: {}",
+            if pause { "paused" } else { "resumed" }
+        );
+        Ok(())
+    }
+
+    fn destroy(&self, cid: &str) -> Result<()> {
+        let pid = {
+            let st = self.lock();
+            let c = st
+                .containers
+                .get(cid)
+                .ok_or_else(|| ServerError::NotFound(format!("container {cid} not found")))?;
+            (c.status != Status::Stopped).then_some(c.init_pid)
+        };
+        if let Some(pid) = pid {
+            // The init is PID 1 of the container's namespace: killing it
+            // makes the kernel kill every other process there.
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut st = self.lock();
+            while !st.exits.contains_key(&pid) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ServerError::Internal(format!(
+                        "container {cid}: init {pid} did not exit after SIGKILL"
+                    )));
+                }
+                st = self
+                    .state
+                    .1
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        let mut st = self.lock();
+        st.containers.remove(cid);
+        let pids: Vec<i32> = st
+            .owner
+            .iter()
+            .filter(|(_, c)| c.as_str() == cid)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in pids {
+            st.owner.remove(&p);
+            st.exits.remove(&p);
+        }
+        log::info!("container {cid}: destroyed");
+        Ok(())
+    }
+
+    fn events(&self, after: u64, timeout: Duration) -> Vec<pb::Event> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            let out: Vec<pb::Event> = st
+                .events
+                .iter()
+                .filter(|e| e.seq > after)
+                .cloned()
+                .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !out.is_empty() || left.is_zero() {
+                return out;
+            }
+            st = self
+                .state
+                .1
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn stacks(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let st = self.lock();
+        let _ = writeln!(s, "sandbox pid {} (pod view)", std::process::id());
+        let mut ids: Vec<&String> = st.containers.keys().collect();
+        ids.sort();
+        for id in ids {
+            let c = &st.containers[id];
+            let _ = writeln!(
+                s,
+                "container {id}: {:?}, init {}, execs {:?}",
+                c.status,
+                c.init_pid,
+                c.execs.keys().collect::<Vec<_>>()
+            );
+        }
+        drop(st);
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for t in tasks.flatten() {
+                let tid = t.file_name();
+                let tid = tid.to_string_lossy();
+                let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                    .unwrap_or_default();
+                let wchan = std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
+                    .unwrap_or_default();
+                let _ = writeln!(s, "thread {tid} {}: {wchan}", comm.trim());
+            }
+        }
+        s
+    }
+}
+
+fn to_wait(e: Exit) -> pb::WaitResponse {
+    let mut r = pb::WaitResponse::new();
+    r.exit_status = e.status;
+    r.exited_at_ns = e.at_ns;
+    r
+}
+
+impl runtime_control::control_ttrpc::Control for Server {
+    fn version(&self, _: &TtrpcContext, _: pb::Empty) -> ttrpc::Result<pb::VersionResponse> {
+        let mut r = pb::VersionResponse::new();
+        r.protocol = runtime_control::PROTOCOL_VERSION;
+        r.build = env!("CARGO_PKG_VERSION").to_string();
+        Ok(r)
+    }
+
+    fn create_container(
+        &self,
+        _: &TtrpcContext,
+        req: pb::CreateContainerRequest,
+    ) -> ttrpc::Result<pb::CreateContainerResponse> {
+        let mut r = pb::CreateContainerResponse::new();
+        r.pid = self.create(req)?;
+        Ok(r)
+    }
+
+    fn start_container(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ContainerRequest,
+    ) -> ttrpc::Result<pb::StartContainerResponse> {
+        let mut r = pb::StartContainerResponse::new();
+        r.pid = self.start(&req.container_id)?;
+        Ok(r)
+    }
+
+    fn exec(&self, _: &TtrpcContext, req: pb::ExecRequest) -> ttrpc::Result<pb::ExecResponse> {
+        let mut r = pb::ExecResponse::new();
+        r.pid = Server::exec(self, req)?;
+        Ok(r)
+    }
+
+    fn wait(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> ttrpc::Result<pb::WaitResponse> {
+        Ok(to_wait(self.wait_for(&req.container_id, None, false)?))
+    }
+
+    fn wait_pid(
+        &self,
+        _: &TtrpcContext,
+        req: pb::WaitPidRequest,
+    ) -> ttrpc::Result<pb::WaitResponse> {
+        Ok(to_wait(self.wait_for(
+            &req.container_id,
+            Some(req.pid as i32),
+            req.clear_status,
+        )?))
+    }
+
+    fn events(
+        &self,
+        _: &TtrpcContext,
+        req: pb::EventsRequest,
+    ) -> ttrpc::Result<pb::EventsResponse> {
+        let mut r = pb::EventsResponse::new();
+        r.events = Server::events(
+            self,
+            req.after_seq,
+            Duration::from_millis(u64::from(req.timeout_ms.min(60_000))),
+        );
+        Ok(r)
+    }
+
+    fn signal(&self, _: &TtrpcContext, req: pb::SignalRequest) -> ttrpc::Result<pb::Empty> {
+        Server::signal(self, &req)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn processes(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ContainerRequest,
+    ) -> ttrpc::Result<pb::ProcessesResponse> {
+        let mut r = pb::ProcessesResponse::new();
+        r.processes = Server::processes(self, &req.container_id)?;
+        Ok(r)
+    }
+
+    fn stats(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ContainerRequest,
+    ) -> ttrpc::Result<pb::StatsResponse> {
+        Ok(Server::stats(self, &req.container_id)?)
+    }
+
+    fn pause(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> ttrpc::Result<pb::Empty> {
+        self.pause_resume(&req.container_id, true)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn resume(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> ttrpc::Result<pb::Empty> {
+        self.pause_resume(&req.container_id, false)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn checkpoint(&self, _: &TtrpcContext, _: pb::ContainerRequest) -> ttrpc::Result<pb::Empty> {
+        Err(ServerError::Unimplemented("checkpoint is not implemented".into()).into())
+    }
+
+    fn restore(&self, _: &TtrpcContext, _: pb::ContainerRequest) -> ttrpc::Result<pb::Empty> {
+        Err(ServerError::Unimplemented("restore is not implemented".into()).into())
+    }
+
+    fn destroy_container(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ContainerRequest,
+    ) -> ttrpc::Result<pb::Empty> {
+        self.destroy(&req.container_id)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn stacks(&self, _: &TtrpcContext, _: pb::Empty) -> ttrpc::Result<pb::StacksResponse> {
+        let mut r = pb::StacksResponse::new();
+        r.text = Server::stacks(self);
+        Ok(r)
+    }
+}
