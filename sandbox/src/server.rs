@@ -100,6 +100,9 @@ struct State {
     exits: HashMap<i32, Exit>,
     /// Which container a tracked pid belongs to.
     owner: HashMap<i32, String>,
+    /// Pids whose creation is not yet confirmed: their exit is kept but
+    /// not announced (a failed exec is an error, not an exit).
+    pending: std::collections::HashSet<i32>,
     events: VecDeque<pb::Event>,
     seq: u64,
 }
@@ -169,13 +172,39 @@ impl Server {
             at_ns: now_ns(),
         };
         st.exits.insert(pid, exit);
+        if !st.pending.contains(&pid) {
+            Self::announce_exit(&mut st, &cid, pid, exit);
+        }
+        drop(st);
+        self.state.1.notify_all();
+    }
+
+    /// Marks `pid` confirmed (`ok`) or forgets it; a confirmed pid that
+    /// already exited is announced now.
+    fn confirm(&self, pid: i32, cid: &str, ok: bool) {
+        let mut st = self.lock();
+        st.pending.remove(&pid);
+        if ok {
+            if let Some(exit) = st.exits.get(&pid).copied() {
+                Self::announce_exit(&mut st, cid, pid, exit);
+            }
+        } else {
+            st.owner.remove(&pid);
+            st.exits.remove(&pid);
+        }
+    }
+
+    /// Updates the container for an exit and queues the event.
+    fn announce_exit(st: &mut State, cid: &str, pid: i32, exit: Exit) {
+        let status = exit.status;
         let mut is_init = false;
-        if let Some(c) = st.containers.get_mut(&cid) {
+        if let Some(c) = st.containers.get_mut(cid) {
             if c.init_pid == pid {
                 is_init = true;
                 c.status = Status::Stopped;
                 c.init_sock = None;
                 c.mntns = None;
+                c.tty = None;
                 c.execs.clear();
                 log::info!("container {cid}: init {pid} exited with status {status}");
             } else {
@@ -187,7 +216,7 @@ impl Server {
         let mut ev = pb::Event::new();
         ev.seq = st.seq;
         ev.kind = pb::EventKind::EVENT_EXIT.into();
-        ev.container_id = cid;
+        ev.container_id = cid.to_string();
         ev.pid = pid as u32;
         ev.init = is_init;
         ev.exit_status = status;
@@ -196,8 +225,6 @@ impl Server {
         if st.events.len() > MAX_EVENTS {
             st.events.pop_front();
         }
-        drop(st);
-        self.state.1.notify_all();
     }
 
     fn take_stdio(&self, stdio: &pb::Stdio) -> Result<[OwnedFd; 3]> {
@@ -319,7 +346,9 @@ impl Server {
     }
 
     fn track(&self, pid: i32, cid: &str) {
-        self.lock().owner.insert(pid, cid.to_string());
+        let mut st = self.lock();
+        st.owner.insert(pid, cid.to_string());
+        st.pending.insert(pid);
     }
 
     fn create(&self, req: pb::CreateContainerRequest) -> Result<u32> {
@@ -354,6 +383,7 @@ impl Server {
         self.track(pid, &cid);
         let kill_helper = |pid: i32| {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            self.confirm(pid, &cid, false);
         };
         let request = InitRequest {
             spec: spec.clone(),
@@ -411,6 +441,8 @@ impl Server {
                 spec,
             },
         );
+        drop(st);
+        self.confirm(pid, &cid, true);
         log::info!("container {cid}: created, init pid {pid}");
         Ok(pid as u32)
     }
@@ -513,15 +545,19 @@ impl Server {
                         c.execs.insert(pid, tty);
                     }
                 }
+                drop(st);
+                self.confirm(pid, cid, true);
                 log::info!("container {cid}: exec started, pid {pid}");
                 Ok(pid as u32)
             }
             Ok(Some(r)) => {
                 let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                self.confirm(pid, cid, false);
                 Err(Self::reply_error(cid, "exec", r))
             }
             Err(e) => {
                 let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                self.confirm(pid, cid, false);
                 Err(e)
             }
         }

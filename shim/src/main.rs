@@ -1,1 +1,24 @@
-fn main(){}
+//! containerd-shim-runsc-v2: the containerd shim of runsc-rs. The same
+//! binary also serves as the sandbox process (`boot`) and its container
+//! helpers (`init`, `exec-init`).
+
+use shim::service::{version_text, Service, RUNTIME_ID};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // The sandbox and its helpers are this binary re-executed by the
+    // sandbox manager.
+    if let Some(code) = sandbox::run_internal_command(&args) {
+        std::process::exit(code);
+    }
+    // containerd-shim parses -v but does not act on it.
+    if args
+        .iter()
+        .skip(1)
+        .any(|a| matches!(a.as_str(), "-v" | "--v" | "-version" | "--version"))
+    {
+        print!("{}", version_text());
+        return;
+    }
+    containerd_shim::run::<Service>(RUNTIME_ID, None);
+}
