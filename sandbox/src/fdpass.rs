@@ -1,10 +1,12 @@
 //! The fd channel: how the host hands file descriptors (stdio, pty slaves) to
 //! the sandbox, since ttrpc cannot carry them.
 //!
-//! The host connects to the sandbox's donated SOCK_SEQPACKET listener, sends
-//! one message holding a 64-bit token and the descriptors (SCM_RIGHTS), and
-//! waits for a one-byte acknowledgement. A later runtime-control call names
-//! the token; the sandbox takes the descriptors out of its [`FdStore`].
+//! The host connects to the sandbox's donated SOCK_SEQPACKET listener and
+//! sends one message: an operation byte and a 64-bit token.
+//! - `p` (put) carries descriptors (SCM_RIGHTS); the sandbox stores them and
+//!   acknowledges with `k`. A later runtime-control call names the token.
+//! - `g` (get) asks for descriptors the sandbox stored under the token (a
+//!   pty master it made); the answer `k` carries them, `e` means none.
 
 use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -59,6 +61,77 @@ pub fn new_token() -> u64 {
     (pid << 44) ^ (u64::from(now) << 16) ^ COUNTER.fetch_add(1, Ordering::Relaxed) | 1
 }
 
+fn message(op: u8, token: u64) -> [u8; 9] {
+    let mut m = [0u8; 9];
+    m[0] = op;
+    m[1..].copy_from_slice(&token.to_le_bytes());
+    m
+}
+
+fn connect_to(path: &Path) -> nix::Result<OwnedFd> {
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    connect(sock.as_raw_fd(), &addr)?;
+    Ok(sock)
+}
+
+/// Receives one message into `bytes`, with up to [`MAX_FDS`] descriptors.
+fn receive(sock: &OwnedFd, bytes: &mut [u8]) -> nix::Result<(usize, Vec<OwnedFd>)> {
+    let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(bytes)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg_buf),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: the kernel installed these descriptors for us
+                    // with this message; nothing else owns them.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Takes the descriptors the sandbox listening at `path` stored under
+/// `token` (e.g. the master of a pty it made).
+pub fn fetch_fds(path: &Path, token: u64) -> Result<Vec<OwnedFd>, FdPassError> {
+    let sock = connect_to(path).map_err(|source| FdPassError::Connect {
+        path: path.display().to_string(),
+        source,
+    })?;
+    send(sock.as_raw_fd(), &message(b'g', token), MsgFlags::empty()).map_err(|source| {
+        FdPassError::Io {
+            what: "asking for descriptors",
+            source,
+        }
+    })?;
+    let mut reply = [0u8; 1];
+    let (n, fds) = receive(&sock, &mut reply).map_err(|source| FdPassError::Io {
+        what: "receiving descriptors",
+        source,
+    })?;
+    if n == 1 && reply[0] == b'k' {
+        Ok(fds)
+    } else {
+        Err(FdPassError::Protocol(
+            "the sandbox holds no descriptors under that token",
+        ))
+    }
+}
+
 /// Sends `fds` under `token` to the sandbox listening at `path`, and waits
 /// until the sandbox has stored them.
 pub fn send_fds(path: &Path, token: u64, fds: &[BorrowedFd<'_>]) -> Result<(), FdPassError> {
@@ -69,17 +142,9 @@ pub fn send_fds(path: &Path, token: u64, fds: &[BorrowedFd<'_>]) -> Result<(), F
         path: path.display().to_string(),
         source,
     };
-    let sock = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(connect_err)?;
-    let addr = UnixAddr::new(path).map_err(connect_err)?;
-    connect(sock.as_raw_fd(), &addr).map_err(connect_err)?;
+    let sock = connect_to(path).map_err(connect_err)?;
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let bytes = token.to_le_bytes();
+    let bytes = message(b'p', token);
     let iov = [IoSlice::new(&bytes)];
     let cmsg = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
@@ -141,45 +206,36 @@ impl FdStore {
     }
 
     fn receive_one(&self, conn: OwnedFd) {
-        let mut bytes = [0u8; 8];
-        let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
-        let mut fds = Vec::new();
-        let got = {
-            let mut iov = [IoSliceMut::new(&mut bytes)];
-            match recvmsg::<()>(
-                conn.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg_buf),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(msg) => {
-                    if let Ok(cmsgs) = msg.cmsgs() {
-                        for c in cmsgs {
-                            if let ControlMessageOwned::ScmRights(raw) = c {
-                                for fd in raw {
-                                    // SAFETY: the kernel installed these descriptors for us
-                                    // with this message; nothing else owns them.
-                                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                                }
-                            }
-                        }
-                    }
-                    msg.bytes
-                }
-                Err(e) => {
-                    log::warn!("fd channel: receive failed: {e}");
-                    return;
-                }
+        let mut bytes = [0u8; 9];
+        let (n, fds) = match receive(&conn, &mut bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("fd channel: receive failed: {e}");
+                return;
             }
         };
-        let reply: &[u8] = if got == 8 {
-            self.lock().insert(u64::from_le_bytes(bytes), fds);
-            b"k"
-        } else {
-            b"e"
+        let mut token = [0u8; 8];
+        token.copy_from_slice(&bytes[1..]);
+        let token = u64::from_le_bytes(token);
+        let result = match (n, bytes[0]) {
+            (9, b'p') => {
+                self.lock().insert(token, fds);
+                send(conn.as_raw_fd(), b"k", MsgFlags::empty()).map(|_| ())
+            }
+            (9, b'g') => match self.take(token) {
+                Some(out) => {
+                    let raw: Vec<RawFd> = out.iter().map(|f| f.as_raw_fd()).collect();
+                    let iov = [IoSlice::new(b"k")];
+                    let cmsg = [ControlMessage::ScmRights(&raw)];
+                    sendmsg::<()>(conn.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+                        .map(|_| ())
+                }
+                None => send(conn.as_raw_fd(), b"e", MsgFlags::empty()).map(|_| ()),
+            },
+            _ => send(conn.as_raw_fd(), b"e", MsgFlags::empty()).map(|_| ()),
         };
-        if let Err(e) = send(conn.as_raw_fd(), reply, MsgFlags::empty()) {
-            log::warn!("fd channel: acknowledging failed: {e}");
+        if let Err(e) = result {
+            log::warn!("fd channel: answering failed: {e}");
         }
     }
 }
@@ -224,6 +280,18 @@ mod tests {
         send_fds(&path, token, &[w.as_fd()]).unwrap();
         drop(w);
         let mut got = store.take(token).expect("stored");
+        // And back: what the sandbox stores, the host can fetch.
+        let (r2, w2) = nix::unistd::pipe().unwrap();
+        store.insert(7, vec![w2]);
+        let mut back = fetch_fds(&path, 7).unwrap();
+        assert_eq!(back.len(), 1);
+        assert!(fetch_fds(&path, 7).is_err(), "fetched once");
+        std::fs::File::from(back.remove(0))
+            .write_all(b"back")
+            .unwrap();
+        let mut b = String::new();
+        std::fs::File::from(r2).read_to_string(&mut b).unwrap();
+        assert_eq!(b, "back");
         assert!(store.take(token).is_none(), "taken once");
         let mut wfile = std::fs::File::from(got.remove(0));
         wfile.write_all(b"through the channel").unwrap();

@@ -32,6 +32,10 @@ pub struct InitRequest {
     pub spec: oci_spec::runtime::Spec,
     /// Stdio is a terminal: become session leader and take it as ctty.
     pub terminal: bool,
+    /// Make the terminal: a new pty of the container's devpts, whose
+    /// master goes back to the sandbox with the ready reply.
+    #[serde(default)]
+    pub console: bool,
 }
 
 /// Kinds of failure a helper reports, so the host can pick a ttrpc code.
@@ -61,6 +65,150 @@ pub(crate) fn write_msg(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> 
     w.write_all(&len.to_le_bytes())?;
     w.write_all(body)?;
     w.flush()
+}
+
+/// Writes one length-prefixed message carrying descriptor `fd`.
+pub(crate) fn write_msg_with_fd(
+    sock: &std::fs::File,
+    body: &[u8],
+    fd: std::os::fd::RawFd,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = u32::try_from(body.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "message too long"))?;
+    let mut buf = len.to_le_bytes().to_vec();
+    buf.extend_from_slice(body);
+    let iov = [std::io::IoSlice::new(&buf)];
+    let fds = [fd];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let sent = nix::sys::socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &cmsg,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )?;
+    if sent != buf.len() {
+        // The descriptor went with the first bytes; send the rest plainly.
+        let mut w = sock;
+        w.write_all(&buf[sent..])?;
+    }
+    Ok(())
+}
+
+/// Reads one length-prefixed message and any descriptors sent with it;
+/// `None` at end-of-file.
+pub(crate) fn read_msg_with_fds(
+    sock: &mut std::fs::File,
+) -> std::io::Result<(Option<Vec<u8>>, Vec<OwnedFd>)> {
+    use std::os::fd::AsRawFd;
+    let mut len = [0u8; 4];
+    let mut cmsg_buf = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let (n, fds) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut len)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_buf),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fds = Vec::new();
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = c {
+                    for fd in raw {
+                        // SAFETY: the kernel installed this descriptor for
+                        // us with the message; nothing else owns it.
+                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
+            }
+        }
+        (msg.bytes, fds)
+    };
+    if n == 0 {
+        return Ok((None, fds));
+    }
+    if n < 4 {
+        sock.read_exact(&mut len[n..])?;
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > 16 << 20 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "message too long",
+        ));
+    }
+    let mut body = vec![0u8; len];
+    sock.read_exact(&mut body)?;
+    Ok((Some(body), fds))
+}
+
+/// Makes a pty of the devpts at /dev/pts (the container's), takes its
+/// slave as stdin, stdout, stderr and controlling terminal, and returns
+/// the master.
+fn make_console() -> Result<OwnedFd, (String, FailureKind)> {
+    use nix::fcntl::OFlag;
+    let err = |what: &str, e: &dyn std::error::Error| {
+        (format!("{what}: {}", error_chain(e)), FailureKind::Internal)
+    };
+    let master = nix::fcntl::open(
+        "/dev/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| {
+        err(
+            "opening /dev/ptmx for the terminal (does the spec mount devpts?)",
+            &e,
+        )
+    })?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: unlockpt only issues TIOCSPTLCK on the master we own.
+    if unsafe { libc::unlockpt(master.as_raw_fd()) } < 0 {
+        return Err(err("unlocking the pty", &std::io::Error::last_os_error()));
+    }
+    // SAFETY: TIOCGPTPEER on a pty master we own returns a new descriptor
+    // for its slave (or -1); no memory is passed.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY,
+        )
+    };
+    if slave < 0 {
+        return Err(err(
+            "opening the pty's slave",
+            &std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: the ioctl returned a new descriptor nobody else owns.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    for target in 0..3 {
+        // SAFETY: dup2 onto 0-2 replaces this process's standard
+        // descriptors, which no Rust object owns.
+        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+            return Err(err(
+                "placing the pty slave",
+                &std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    drop(slave);
+    take_terminal().map_err(|e| err("making the pty the controlling terminal", &e))?;
+    Ok(master)
+}
+
+/// Becomes a session leader with fd 0 as controlling terminal.
+fn take_terminal() -> std::io::Result<()> {
+    nix::unistd::setsid()?;
+    // SAFETY: TIOCSCTTY on fd 0 with argument 0 only changes this
+    // process's controlling terminal; fd 0 is the pty slave.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reads one length-prefixed message; `None` at end-of-file.
@@ -124,6 +272,9 @@ pub enum Role {
 
 /// Entry point of `runsc-init`; never returns.
 pub fn main(role: Role) -> ! {
+    // Rust's runtime ignores SIGPIPE at start-up, and an ignored signal
+    // survives exec: give the program the default dispositions.
+    let _ = crate::reset_signals();
     // SAFETY: fd 3 was placed by the sandbox for this helper alone; we take
     // ownership once, here.
     let mut sock = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(INIT_SOCK_FD) });
@@ -185,24 +336,33 @@ fn run(role: Role, sock: &mut std::fs::File) -> Result<Never, (String, FailureKi
             drop(mntns);
         }
     }
-    if req.terminal {
-        nix::unistd::setsid().map_err(|e| internal("setsid", &e))?;
-        // SAFETY: TIOCSCTTY on fd 0 with argument 0 only changes this
-        // process's controlling terminal; fd 0 is the pty slave we were given.
-        let rc = unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-        if rc < 0 {
-            return Err(internal(
-                "making the terminal the controlling terminal",
-                &std::io::Error::last_os_error(),
-            ));
-        }
+    if req.terminal && !req.console {
+        take_terminal()
+            .map_err(|e| internal("making the terminal the controlling terminal", &e))?;
     }
     if role == Role::Container {
         container::setup_rootfs(spec).map_err(fail)?;
     }
+    let console = if req.console {
+        Some(make_console()?)
+    } else {
+        None
+    };
     let exec = container::prepare(process, spec.linux().as_ref()).map_err(fail)?;
     container::apply(process, spec.linux().as_ref()).map_err(fail)?;
-    reply(sock, None);
+    match console {
+        Some(master) => {
+            use std::os::fd::AsRawFd;
+            let body = serde_json::to_vec(&InitReply {
+                error: None,
+                kind: None,
+            })
+            .unwrap_or_default();
+            write_msg_with_fd(sock, &body, master.as_raw_fd())
+                .map_err(|e| internal("sending the pty master", &e))?;
+        }
+        None => reply(sock, None),
+    }
     if role == Role::Container {
         match read_msg(sock) {
             Ok(Some(m)) if m == b"start" => {}

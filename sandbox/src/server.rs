@@ -107,6 +107,10 @@ struct State {
     seq: u64,
 }
 
+/// A pty master the sandbox made: its fd-channel token, and a copy kept
+/// for foreground-group signals.
+type Console = (u64, OwnedFd);
+
 /// Most events kept for late readers.
 const MAX_EVENTS: usize = 4096;
 
@@ -237,6 +241,7 @@ impl Server {
                 .into())
         };
         if stdio.token == 0 {
+            // /dev/null; with a terminal the helper replaces them by its pty.
             return Ok([open_null()?, open_null()?, open_null()?]);
         }
         let fds = self.fds.take(stdio.token).ok_or_else(|| {
@@ -279,18 +284,14 @@ impl Server {
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr);
-        // SAFETY: the closure only calls sigprocmask and dup2, which are
-        // async-signal-safe, on descriptors that stay open in the parent
-        // until spawn returns.
+        // SAFETY: the closure only makes raw rt_sigaction, rt_sigprocmask
+        // and dup2 calls, on descriptors that stay open in the parent until
+        // spawn returns; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 // The sandbox blocks the signals its reaper waits for; the
-                // container must start with none blocked.
-                let mut empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut empty);
-                if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                // container must start with none blocked or ignored.
+                crate::reset_signals()?;
                 if libc::dup2(theirs_raw, init::INIT_SOCK_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -323,6 +324,38 @@ impl Server {
         Ok((child.id() as i32, File::from(OwnedFd::from(ours))))
     }
 
+    /// Reads the helper's ready reply and, for a console, the pty master
+    /// sent with it, stored on the fd channel under a new token.
+    fn read_ready(
+        &self,
+        sock: &mut File,
+        cid: &str,
+        console: bool,
+    ) -> Result<(Option<InitReply>, Option<Console>)> {
+        let (body, mut fds) = init::read_msg_with_fds(sock)
+            .map_err(|e| internal(&format!("container {cid}: reading init reply"), e))?;
+        let reply = match body {
+            None => None,
+            Some(b) => Some(
+                serde_json::from_slice::<InitReply>(&b)
+                    .map_err(|e| internal(&format!("container {cid}: decoding init reply"), e))?,
+            ),
+        };
+        let ok = reply.as_ref().is_some_and(|r| r.error.is_none());
+        if !(console && ok) {
+            return Ok((reply, None));
+        }
+        let master = fds.pop().ok_or_else(|| {
+            ServerError::Internal(format!("container {cid}: the init sent no pty master"))
+        })?;
+        let keep = master
+            .try_clone()
+            .map_err(|e| internal("duplicating the pty master", e))?;
+        let token = crate::fdpass::new_token();
+        self.fds.insert(token, vec![master]);
+        Ok((reply, Some((token, keep))))
+    }
+
     fn read_reply(sock: &mut File, cid: &str) -> Result<Option<InitReply>> {
         match init::read_msg(sock) {
             Ok(None) => Ok(None),
@@ -351,7 +384,7 @@ impl Server {
         st.pending.insert(pid);
     }
 
-    fn create(&self, req: pb::CreateContainerRequest) -> Result<u32> {
+    fn create(&self, req: pb::CreateContainerRequest) -> Result<(u32, u64)> {
         let cid = req.container_id.clone();
         if cid.is_empty() {
             return Err(ServerError::InvalidArgument("container id is empty".into()));
@@ -369,8 +402,9 @@ impl Server {
             )));
         }
         let stdio = req.stdio.clone().unwrap_or_default();
+        let console = stdio.terminal && stdio.token == 0;
         let fds = self.take_stdio(&stdio)?;
-        let tty = if stdio.terminal {
+        let mut tty = if stdio.terminal && !console {
             Some(
                 fds[0]
                     .try_clone()
@@ -388,19 +422,26 @@ impl Server {
         let request = InitRequest {
             spec: spec.clone(),
             terminal: stdio.terminal,
+            console,
         };
         let body = serde_json::to_vec(&request).map_err(|e| internal("encoding the spec", e))?;
         if let Err(e) = init::write_msg(&mut sock, &body) {
             kill_helper(pid);
             return Err(internal(&format!("container {cid}: sending the spec"), e));
         }
-        match Self::read_reply(&mut sock, &cid) {
-            Ok(Some(r)) if r.error.is_none() => {}
-            Ok(Some(r)) => {
+        let mut console_token = 0;
+        match self.read_ready(&mut sock, &cid, console) {
+            Ok((Some(r), master)) if r.error.is_none() => {
+                if let Some((token, keep)) = master {
+                    console_token = token;
+                    tty = Some(keep);
+                }
+            }
+            Ok((Some(r), _)) => {
                 kill_helper(pid);
                 return Err(Self::reply_error(&cid, "creating", r));
             }
-            Ok(None) => {
+            Ok((None, _)) => {
                 kill_helper(pid);
                 return Err(ServerError::Internal(format!(
                     "container {cid}: init exited while creating the container"
@@ -444,7 +485,7 @@ impl Server {
         drop(st);
         self.confirm(pid, &cid, true);
         log::info!("container {cid}: created, init pid {pid}");
-        Ok(pid as u32)
+        Ok((pid as u32, console_token))
     }
 
     fn start(&self, cid: &str) -> Result<u32> {
@@ -481,7 +522,7 @@ impl Server {
         }
     }
 
-    fn exec(&self, req: pb::ExecRequest) -> Result<u32> {
+    fn exec(&self, req: pb::ExecRequest) -> Result<(u32, u64)> {
         let cid = req.container_id.as_str();
         let process: oci_spec::runtime::Process = serde_json::from_slice(&req.process_json)
             .map_err(|e| ServerError::InvalidArgument(format!("container {cid}: process: {e}")))?;
@@ -511,8 +552,9 @@ impl Server {
         };
         spec.set_process(Some(process));
         let stdio = req.stdio.clone().unwrap_or_default();
+        let console = stdio.terminal && stdio.token == 0;
         let fds = self.take_stdio(&stdio)?;
-        let tty = if stdio.terminal {
+        let mut tty = if stdio.terminal && !console {
             Some(
                 fds[0]
                     .try_clone()
@@ -527,13 +569,21 @@ impl Server {
         let request = InitRequest {
             spec,
             terminal: stdio.terminal,
+            console,
         };
         let body = serde_json::to_vec(&request).map_err(|e| internal("encoding the spec", e))?;
+        let mut console_token = 0;
         let result = init::write_msg(&mut sock, &body)
             .map_err(|e| internal(&format!("container {cid}: sending the exec"), e))
-            .and_then(|()| Self::read_reply(&mut sock, cid))
-            .and_then(|r| match r {
-                Some(r) if r.error.is_none() => Self::read_reply(&mut sock, cid),
+            .and_then(|()| self.read_ready(&mut sock, cid, console))
+            .and_then(|(r, master)| match r {
+                Some(r) if r.error.is_none() => {
+                    if let Some((token, keep)) = master {
+                        console_token = token;
+                        tty = Some(keep);
+                    }
+                    Self::read_reply(&mut sock, cid)
+                }
                 other => Ok(other),
             });
         match result {
@@ -548,11 +598,14 @@ impl Server {
                 drop(st);
                 self.confirm(pid, cid, true);
                 log::info!("container {cid}: exec started, pid {pid}");
-                Ok(pid as u32)
+                Ok((pid as u32, console_token))
             }
             Ok(Some(r)) => {
                 let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
                 self.confirm(pid, cid, false);
+                if console_token != 0 {
+                    self.fds.take(console_token);
+                }
                 Err(Self::reply_error(cid, "exec", r))
             }
             Err(e) => {
@@ -903,7 +956,7 @@ impl runtime_control::control_ttrpc::Control for Server {
         req: pb::CreateContainerRequest,
     ) -> ttrpc::Result<pb::CreateContainerResponse> {
         let mut r = pb::CreateContainerResponse::new();
-        r.pid = self.create(req)?;
+        (r.pid, r.console_token) = self.create(req)?;
         Ok(r)
     }
 
@@ -919,7 +972,7 @@ impl runtime_control::control_ttrpc::Control for Server {
 
     fn exec(&self, _: &TtrpcContext, req: pb::ExecRequest) -> ttrpc::Result<pb::ExecResponse> {
         let mut r = pb::ExecResponse::new();
-        r.pid = Server::exec(self, req)?;
+        (r.pid, r.console_token) = Server::exec(self, req)?;
         Ok(r)
     }
 

@@ -205,7 +205,7 @@ fn exec_runs_in_the_container_with_its_own_status() {
             .cwd("/")
             .build()
             .unwrap();
-        let pid = sb.exec(&id, &process, Some(stdio)).expect("exec");
+        let pid = sb.exec(&id, &process, Some(stdio)).expect("exec").pid;
         let st = sb.wait_pid(&id, pid, true).unwrap();
         let text = read_all(out);
         if st.status == 7 || Instant::now() > deadline {
@@ -241,6 +241,35 @@ fn exec_runs_in_the_container_with_its_own_status() {
         procs.iter().any(|p| p.cmd.starts_with("sleep 100")),
         "{procs:?}"
     );
+}
+
+#[test]
+fn terminals_come_from_the_container_devpts() {
+    let Some(rootfs) = enabled() else { return };
+    let mut fx = Fixture::new("tty", &rootfs);
+    let mut spec = fx.spec(&["sh", "-c", "tty; test -t 0 && echo is-a-tty; exit 5"]);
+    let mut p = spec.process().clone().unwrap();
+    p.set_terminal(Some(true));
+    spec.set_process(Some(p));
+    let id = fx.id.clone();
+    let sb = fx.boot(&spec);
+    let spawned = sb
+        .create_container(&id, &spec, &[], ContainerStdio::Fds(Stdio::console()))
+        .unwrap();
+    let master = spawned.console.expect("the sandbox made a pty");
+    sb.start_container(&id).unwrap();
+    assert_eq!(sb.wait(&id).unwrap().status, 5);
+    // The slave is closed: read what is buffered, then EIO.
+    let mut out = Vec::new();
+    let mut f = std::fs::File::from(master);
+    let mut buf = [0u8; 256];
+    while let Ok(n) = f.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&out), "/dev/pts/0\r\nis-a-tty\r\n");
 }
 
 #[test]

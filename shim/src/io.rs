@@ -224,7 +224,12 @@ pub struct ProcessIo {
     /// "container X" or "container X exec Y", for logs.
     label: String,
     stdin: StdinSlot,
-    pty_master: Option<OwnedFd>,
+    /// The pty master, once the sandbox has handed it over.
+    pty_master: std::sync::OnceLock<OwnedFd>,
+    /// A terminal's copiers, waiting for the master (the sandbox makes the
+    /// pty in the container's devpts, so `tty` names it there).
+    pending_console: Mutex<Option<PendingConsole>>,
+    terminal: bool,
     outputs: Arc<Running>,
     stop_w: Mutex<Option<OwnedFd>>,
     exited_w: Mutex<Option<OwnedFd>>,
@@ -236,7 +241,7 @@ impl std::fmt::Debug for ProcessIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessIo")
             .field("label", &self.label)
-            .field("terminal", &self.pty_master.is_some())
+            .field("terminal", &self.terminal)
             .finish_non_exhaustive()
     }
 }
@@ -525,6 +530,13 @@ impl IoOwner {
     }
 }
 
+/// What a terminal's copiers need once the master arrives.
+struct PendingConsole {
+    builder: Builder,
+    sink: Sink,
+    stdin: String,
+}
+
 struct Builder {
     owner: IoOwner,
     label: String,
@@ -626,7 +638,9 @@ pub fn setup(owner: &IoOwner, cfg: &StdioConfig) -> Result<(Stdio, ProcessIo), I
     let mut io = ProcessIo {
         label: b.label.clone(),
         stdin: stdin_slot.clone(),
-        pty_master: None,
+        pty_master: std::sync::OnceLock::new(),
+        pending_console: Mutex::new(None),
+        terminal: cfg.terminal,
         outputs: b.outputs.clone(),
         stop_w: Mutex::new(Some(stop_w)),
         exited_w: Mutex::new(Some(exited_w)),
@@ -646,11 +660,8 @@ fn setup_terminal(
     b: &mut Builder,
     io: &mut ProcessIo,
     cfg: &StdioConfig,
-    stdin_slot: &StdinSlot,
+    _stdin_slot: &StdinSlot,
 ) -> Result<Stdio, IoError> {
-    let pty = nix::pty::openpty(None, None).map_err(nix_os("opening a pty"))?;
-    set_cloexec(pty.master.as_fd())?;
-    set_cloexec(pty.slave.as_fd())?;
     let out = parse_output(&cfg.stdout)?;
     if matches!(out, Output::Binary { .. }) {
         return Err(IoError::InvalidUri {
@@ -660,22 +671,21 @@ fn setup_terminal(
     }
     let mut shared = None;
     let sink = b.sink(&out, &mut shared)?;
-    b.start_output(dup(pty.master.as_fd())?, sink, "stdout", true)?;
-    if !cfg.stdin.is_empty() {
-        *stdin_slot.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Arc::new(dup(pty.master.as_fd())?));
-        // A terminal has no EOF of its own: the shell keeps it.
-        b.start_input(&cfg.stdin, stdin_slot.clone(), false)?;
-    }
-    let slave = pty.slave;
-    let stdio = Stdio {
-        stdin: Some(dup(slave.as_fd())?),
-        stdout: Some(dup(slave.as_fd())?),
-        stderr: Some(slave),
-        terminal: true,
+    let builder = Builder {
+        owner: b.owner.clone(),
+        label: b.label.clone(),
+        stop_r: b.stop_r.clone(),
+        exited_r: b.exited_r.clone(),
+        outputs: b.outputs.clone(),
+        fifos: Vec::new(),
     };
-    io.pty_master = Some(pty.master);
-    Ok(stdio)
+    *io.pending_console.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingConsole {
+        builder,
+        sink,
+        stdin: cfg.stdin.clone(),
+    });
+    // The sandbox makes the pty; its master comes back from create/exec.
+    Ok(Stdio::console())
 }
 
 fn setup_pipes(
@@ -815,12 +825,40 @@ impl ProcessIo {
 
     /// Whether the process has a terminal.
     pub fn is_terminal(&self) -> bool {
-        self.pty_master.is_some()
+        self.terminal
+    }
+
+    /// Starts copying between the pty `master` the sandbox made and the
+    /// FIFOs. Called once, after create or exec returned the master.
+    pub fn attach_console(&self, master: OwnedFd) -> Result<(), IoError> {
+        let Some(pending) = self
+            .pending_console
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let PendingConsole {
+            mut builder,
+            sink,
+            stdin,
+        } = pending;
+        set_cloexec(master.as_fd())?;
+        builder.start_output(dup(master.as_fd())?, sink, "stdout", true)?;
+        if !stdin.is_empty() {
+            *self.stdin.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Arc::new(dup(master.as_fd())?));
+            // A terminal has no EOF of its own: the shell keeps it.
+            builder.start_input(&stdin, self.stdin.clone(), false)?;
+        }
+        let _ = self.pty_master.set(master);
+        Ok(())
     }
 
     /// Sets the terminal's window size.
     pub fn resize(&self, width: u32, height: u32) -> Result<(), IoError> {
-        let Some(master) = &self.pty_master else {
+        let Some(master) = self.pty_master.get() else {
             return Err(IoError::Os {
                 what: format!("{}: resizing", self.label),
                 source: std::io::Error::other("the process has no terminal"),
@@ -1050,6 +1088,17 @@ mod tests {
         };
         let (stdio, io) = setup(&owner(), &cfg).unwrap();
         assert!(stdio.terminal && io.is_terminal());
+        assert!(stdio.stdin.is_none(), "the sandbox makes the pty");
+        assert!(io.resize(100, 40).is_err(), "no master yet");
+        // Stand in for the sandbox: a pty whose master is handed over.
+        let pty = nix::pty::openpty(None, None).unwrap();
+        io.attach_console(pty.master).unwrap();
+        let stdio = Stdio {
+            stdin: Some(pty.slave.try_clone().unwrap()),
+            stdout: Some(pty.slave.try_clone().unwrap()),
+            stderr: Some(pty.slave),
+            terminal: true,
+        };
         io.resize(100, 40).unwrap();
         let mut ws: libc::winsize = libc::winsize {
             ws_row: 0,

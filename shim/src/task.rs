@@ -247,7 +247,14 @@ impl TaskService {
         };
         let created = sandbox.create_container(&cid, &spec, &rootfs, ContainerStdio::Fds(stdio));
         let sandbox_pid = match created {
-            Ok(p) => p,
+            Ok(spawned) => {
+                if let Some(master) = spawned.console {
+                    pio.attach_console(master).map_err(TaskError::io(format!(
+                        "container {cid}: attaching the terminal"
+                    )))?;
+                }
+                spawned.pid
+            }
             Err(e) => {
                 if new_pod {
                     if let Err(d) = pod::destroy_sandbox(&opts.state_dir, &sandbox_id) {
@@ -332,17 +339,18 @@ impl TaskService {
 
     fn do_start(&self, req: StartRequest) -> Result<StartResponse, TaskError> {
         let (cid, eid) = (req.id.as_str(), req.exec_id.as_str());
-        let (sandbox, exec) = {
+        let (sandbox, exec, exec_io) = {
             let mut st = self.shared.lock();
             let sandbox = self.sandbox_of(&st, cid)?;
             let p = st.container_mut(cid)?.process_mut(eid)?;
             p.begin_start(cid)?;
+            let exec_io = p.io.clone();
             let exec = if eid.is_empty() {
                 None
             } else {
                 Some((p.spec.clone(), p.pending_stdio.take()))
             };
-            (sandbox, exec)
+            (sandbox, exec, exec_io)
         };
         let result = match exec {
             None => sandbox
@@ -352,7 +360,13 @@ impl TaskService {
             Some((spec, stdio)) => match spec {
                 Some(spec) => sandbox
                     .exec(cid, &spec, stdio)
-                    .map(|spid| {
+                    .map(|spawned| {
+                        if let (Some(master), Some(io)) = (spawned.console, &exec_io) {
+                            if let Err(e) = io.attach_console(master) {
+                                log::warn!("container {cid}: exec {eid}: terminal: {e}");
+                            }
+                        }
+                        let spid = spawned.pid;
                         let pid = sandbox
                             .host_pid(spid)
                             .and_then(|p| u32::try_from(p).ok())

@@ -187,6 +187,16 @@ impl Default for Config {
     }
 }
 
+/// A process started in the sandbox.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid, as the sandbox sees it.
+    pub pid: u32,
+    /// The master of the pty the sandbox made for it, when it asked for a
+    /// terminal without sending one ([`Stdio::console`]).
+    pub console: Option<OwnedFd>,
+}
+
 /// Standard streams for a process in the sandbox.
 #[derive(Debug, Default)]
 pub struct Stdio {
@@ -198,6 +208,21 @@ pub struct Stdio {
     pub stderr: Option<OwnedFd>,
     /// The three are one terminal (a pty slave, given as stdin).
     pub terminal: bool,
+}
+
+impl Stdio {
+    /// A terminal made by the sandbox in the container's own devpts (so
+    /// `tty` names it there); its master comes back in [`Spawned`].
+    pub fn console() -> Stdio {
+        Stdio {
+            terminal: true,
+            ..Stdio::default()
+        }
+    }
+
+    fn is_console(&self) -> bool {
+        self.terminal && self.stdin.is_none() && self.stdout.is_none() && self.stderr.is_none()
+    }
 }
 
 /// Where a container's stdio comes from.
@@ -618,6 +643,9 @@ impl Sandbox {
     fn send_stdio(&self, stdio: Stdio) -> Result<pb::Stdio> {
         let mut s = pb::Stdio::new();
         s.terminal = stdio.terminal;
+        if stdio.is_console() {
+            return Ok(s);
+        }
         let fds: Vec<BorrowedFd<'_>> = [&stdio.stdin, &stdio.stdout, &stdio.stderr]
             .into_iter()
             .map(|f| f.as_ref().map(|f| f.as_fd()))
@@ -644,7 +672,7 @@ impl Sandbox {
         spec: &Spec,
         rootfs: &[RootfsMount],
         stdio: ContainerStdio,
-    ) -> Result<u32> {
+    ) -> Result<Spawned> {
         validate_id(cid)?;
         let staged = self.stage(cid, spec, rootfs)?;
         let result = (|| {
@@ -666,7 +694,10 @@ impl Sandbox {
                 .connect()?
                 .create_container(Self::ctx(Some(CALL_TIMEOUT)), &req)
                 .map_err(|e| self.rpc_err(e))?;
-            Ok(r.pid)
+            Ok(Spawned {
+                pid: r.pid,
+                console: self.fetch_console(r.console_token)?,
+            })
         })();
         if result.is_err() {
             let _ = stage::unmount_and_remove(&self.shared_dir().join(cid));
@@ -763,8 +794,16 @@ impl Sandbox {
         Ok(r.pid)
     }
 
-    /// Runs `process` in container `cid`; returns its pid.
-    pub fn exec(&self, cid: &str, process: &Process, stdio: Option<Stdio>) -> Result<u32> {
+    fn fetch_console(&self, token: u64) -> Result<Option<OwnedFd>> {
+        if token == 0 {
+            return Ok(None);
+        }
+        let mut fds = crate::fdpass::fetch_fds(&self.fd_channel_path(), token)?;
+        Ok(fds.pop())
+    }
+
+    /// Runs `process` in container `cid`.
+    pub fn exec(&self, cid: &str, process: &Process, stdio: Option<Stdio>) -> Result<Spawned> {
         let mut req = pb::ExecRequest::new();
         req.container_id = cid.to_string();
         req.process_json = serde_json::to_vec(process)
@@ -776,7 +815,10 @@ impl Sandbox {
             .connect()?
             .exec(Self::ctx(Some(CALL_TIMEOUT)), &req)
             .map_err(|e| self.rpc_err(e))?;
-        Ok(r.pid)
+        Ok(Spawned {
+            pid: r.pid,
+            console: self.fetch_console(r.console_token)?,
+        })
     }
 
     /// Waits for container `cid` to exit. If the sandbox itself died, its

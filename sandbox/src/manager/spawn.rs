@@ -150,6 +150,7 @@ fn child_setup(
             check(libc::dup2(*fd, 3 + i as RawFd))?;
         }
         check(libc::setsid())?;
+        crate::reset_signals()?;
         for fd in cgroups.iter().take(procs.len()) {
             let zero = b"0";
             check(libc::write(*fd, zero.as_ptr().cast(), 1) as libc::c_int)?;

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Benchmark of runsc-rs against runc through containerd, from one run, side by side:
+#   cold start    `ctr run --rm IMAGE ID true`, wall time of ctr
+#   exec latency  `ctr task exec --exec-id E ID true` into a running `sleep` container
+#   idle memory   PSS (sum of Pss in /proc/PID/smaps_rollup) of one idle `sleep` container's
+#                 shim + runsc-sandbox processes (runc: its shim; runc has no sandbox process),
+#                 and, separately, of the container's own processes
+# Each figure: min, median and max over BENCH_RUNS runs (default 20), after one unmeasured warm-up.
+# Uses the private containerd of test/containerd.sh (started if needed, and then stopped again).
+#   BENCH_RUNS=N                number of runs of each measurement
+#   BENCH_RUNTIMES="A B"        runtimes to compare (default: io.containerd.runsc.v2 io.containerd.runc.v2)
+#   BENCH_SETTLE=S              seconds an idle container settles before its memory is read (default 1)
+set -euo pipefail
+# shellcheck source=test/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_root
+
+RUNS=${BENCH_RUNS:-20}
+SETTLE=${BENCH_SETTLE:-1}
+read -r -a RUNTIMES <<<"${BENCH_RUNTIMES:-io.containerd.runsc.v2 io.containerd.runc.v2}"
+IMAGE=$RUNSC_TEST_IMAGE
+PREFIX=bench-$$
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer, not '$RUNS'"
+
+work=$(mktemp -d /tmp/runsc-bench.XXXXXX)
+started_containerd=0
+
+# remove_ours: delete every container this run created (also after a failure or ^C).
+remove_ours() {
+    local id
+    containerd_up || return 0
+    for id in $(CTR containers ls -q 2>/dev/null | grep "^$PREFIX-" || true); do
+        CTR tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+        timeout 30 "$RUNSC_CTR" --address "$RUNSC_CONTAINERD_ADDRESS" -n "$RUNSC_TEST_NAMESPACE" \
+            tasks delete -f "$id" >/dev/null 2>&1 || true
+        CTR containers delete "$id" >/dev/null 2>&1 || log "could not delete container $id"
+    done
+}
+
+finish() {
+    local rc=$?
+    trap - EXIT INT TERM
+    remove_ours
+    if [ "$started_containerd" = 1 ]; then "$RUNSC_REPO_ROOT/test/containerd.sh" stop >/dev/null 2>&1 || true; fi
+    rm -rf "$work"
+    exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+if ! containerd_up; then
+    "$RUNSC_REPO_ROOT/test/containerd.sh" start >&2
+    started_containerd=1
+fi
+
+# now_ns: monotonic-enough wall clock in nanoseconds.
+now_ns() { date +%s%N; }
+
+# timed_ctr OUTFILE ARGS...: run ctr (60 s at most), append its wall time in ms to OUTFILE; die on failure.
+timed_ctr() {
+    local out=$1 t0 t1 rc=0
+    shift
+    t0=$(now_ns)
+    timeout -s KILL 60 env CONTAINERD_NAMESPACE="$RUNSC_TEST_NAMESPACE" \
+        "$RUNSC_CTR" --address "$RUNSC_CONTAINERD_ADDRESS" "$@" >"$work/last.out" 2>&1 || rc=$?
+    t1=$(now_ns)
+    if [ "$rc" -ne 0 ]; then
+        cat "$work/last.out" >&2
+        die "ctr $* failed (exit $rc)"
+    fi
+    [ -z "$out" ] || awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f\n", (b - a) / 1e6 }' >>"$out"
+}
+
+# stats FILE [FORMAT]: "min median max" of the numbers in FILE (one a line), each printed with FORMAT.
+stats() {
+    sort -n "$1" | awk -v f="${2:-%.1f}" '{ v[NR] = $1 } END {
+        if (NR == 0) { print "- - -"; exit }
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf f " " f " " f "\n", v[1], m, v[NR] }'
+}
+
+# shim_pid ID: pid of the shim serving container ID (argv0 containerd-shim-*, flag -id ID).
+shim_pid() {
+    ps -e -o pid=,args= | awk -v id="$1" '{
+        n = split($2, p, "/"); if (p[n] !~ /^containerd-shim-/) next
+        for (i = 3; i < NF; i++) if (($i == "-id" || $i == "--id") && $(i + 1) == id) { print $1; exit }
+    }'
+}
+
+# descendants PID: pids of every descendant of PID, with their argv0 ("PID ARGV0" lines).
+descendants() {
+    ps -e -o pid=,ppid=,args= | awk -v root="$1" '
+        { parent[$1] = $2; argv0[$1] = $3; pids[NR] = $1 }
+        END {
+            keep[root] = 1; changed = 1
+            while (changed) {
+                changed = 0
+                for (i in pids) { p = pids[i]; if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; changed = 1 } }
+            }
+            for (p in keep) if (p != root) print p, argv0[p]
+        }'
+}
+
+# pss_kib PID...: sum of Pss (KiB) of the given processes.
+pss_kib() {
+    local pid total=0 v
+    for pid in "$@"; do
+        v=$(awk '/^Pss:/ { print $2; exit }' "/proc/$pid/smaps_rollup" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# bench_runtime RUNTIME KEY: all measurements of one runtime into $work/KEY.*.
+bench_runtime() {
+    local rt=$1 key=$2 i id shim runtime_pids workload_pids pid argv0
+    log "$rt: cold start x$RUNS"
+    timed_ctr "" run --rm --runtime "$rt" "$IMAGE" "$PREFIX-$key-warm" true
+    for i in $(seq 1 "$RUNS"); do
+        timed_ctr "$work/$key.cold" run --rm --runtime "$rt" "$IMAGE" "$PREFIX-$key-cold-$i" true
+    done
+
+    log "$rt: exec latency x$RUNS"
+    id=$PREFIX-$key-exec
+    timed_ctr "" run -d --runtime "$rt" "$IMAGE" "$id" sleep 3600
+    timed_ctr "" task exec --exec-id warm "$id" true
+    for i in $(seq 1 "$RUNS"); do
+        timed_ctr "$work/$key.exec" task exec --exec-id "e$i" "$id" true
+    done
+    remove_ours
+
+    log "$rt: idle memory x$RUNS"
+    for i in $(seq 1 "$RUNS"); do
+        id=$PREFIX-$key-mem-$i
+        timed_ctr "" run -d --runtime "$rt" "$IMAGE" "$id" sleep 3600
+        sleep "$SETTLE"
+        shim=$(shim_pid "$id")
+        [ -n "$shim" ] || die "no shim process found for $id"
+        runtime_pids=("$shim")
+        workload_pids=()
+        while read -r pid argv0; do
+            [ -n "$pid" ] || continue
+            if [ "$argv0" = runsc-sandbox ]; then runtime_pids+=("$pid"); else workload_pids+=("$pid"); fi
+        done < <(descendants "$shim")
+        awk -v k="$(pss_kib "${runtime_pids[@]}")" 'BEGIN { printf "%.1f\n", k / 1024 }' >>"$work/$key.pss"
+        awk -v k="$(pss_kib "${workload_pids[@]}")" 'BEGIN { printf "%.1f\n", k / 1024 }' >>"$work/$key.work"
+        echo "${#runtime_pids[@]}" >>"$work/$key.nproc"
+        remove_ours
+    done
+}
+
+keys=()
+for rt in "${RUNTIMES[@]}"; do
+    key=$(echo "$rt" | tr -c 'a-zA-Z0-9\n' '_')
+    shim_bin=containerd-shim-$(echo "$rt" | awk -F. '{ print $(NF-1) "-" $NF }')
+    if ! PATH="$RUNSC_PREFIX/bin:$RUNSC_CONTAINERD_BIN:$PATH" command -v "$shim_bin" >/dev/null; then
+        log "$rt: $shim_bin is not installed: skipped"
+        keys+=("-")
+        continue
+    fi
+    bench_runtime "$rt" "$key"
+    keys+=("$key")
+done
+
+# The table: one row per figure, one column per runtime (min / median / max).
+cpus=$(nproc)
+version=$("$RUNSC_CTR" --address "$RUNSC_CONTAINERD_ADDRESS" version | awk '/Version/ { v = $2 } END { print v }')
+echo
+echo "runsc-rs benchmark: $RUNS runs each (min / median / max), containerd $version, $IMAGE, $cpus CPUs, kernel $(uname -r)"
+for rt in "${RUNTIMES[@]}"; do
+    shim_bin=containerd-shim-$(echo "$rt" | awk -F. '{ print $(NF-1) "-" $NF }')
+    path=$(PATH="$RUNSC_PREFIX/bin:$RUNSC_CONTAINERD_BIN:$PATH" command -v "$shim_bin" || true)
+    [ -n "$path" ] && echo "  $rt: $path ($(du -m "$path" | cut -f1) MiB)"
+done
+printf '%-40s' ""
+for rt in "${RUNTIMES[@]}"; do printf '  %-26s' "$rt"; done
+echo
+row() {
+    local label=$1 suffix=$2 format=${3:-%.1f} key min med max
+    printf '%-40s' "$label"
+    for key in "${keys[@]}"; do
+        if [ "$key" = - ] || [ ! -s "$work/$key.$suffix" ]; then
+            printf '  %-26s' "not installed"
+            continue
+        fi
+        read -r min med max < <(stats "$work/$key.$suffix" "$format")
+        printf '  %-26s' "$min / $med / $max"
+    done
+    echo
+}
+row "cold start, ctr run --rm true (ms)" cold
+row "exec latency, ctr task exec true (ms)" exec
+row "idle PSS, shim + sandbox (MiB)" pss
+row "  processes counted" nproc %d
+row "idle PSS, container's processes (MiB)" work
+echo
+echo "Memory: shim + runsc-sandbox processes for runsc-rs; the shim alone for runc, which has no sandbox"
+echo "process (its container runs directly on the host kernel). The container's own processes (sleep) are"
+echo "shown apart for both."
