@@ -86,6 +86,8 @@ struct Container {
     pidns: OwnedFd,
     mntns: Option<OwnedFd>,
     pidns_ino: u64,
+    /// The PID namespace is another container's: the init is not its PID 1.
+    shared_pidns: bool,
     /// Terminal of the init (a pty slave), for foreground-group signals.
     tty: Option<OwnedFd>,
     /// Pids of execs still tracked, with their terminals.
@@ -413,7 +415,28 @@ impl Server {
         } else {
             None
         };
-        let (pid, mut sock) = self.spawn_helper(init::Role::Container, fds, None, None)?;
+        // A PID namespace path (already in the sandbox's view) shares another
+        // container's process namespace; otherwise the container gets its own.
+        let shared_pidns = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .and_then(|nss| {
+                nss.iter()
+                    .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid)
+                    .and_then(|n| n.path().clone())
+            })
+            .map(|p| {
+                File::open(&p).map(OwnedFd::from).map_err(|e| {
+                    ServerError::InvalidArgument(format!(
+                        "container {cid}: PID namespace {}: {e}",
+                        p.display()
+                    ))
+                })
+            })
+            .transpose()?;
+        let (pid, mut sock) =
+            self.spawn_helper(init::Role::Container, fds, shared_pidns.as_ref(), None)?;
         self.track(pid, &cid);
         let kill_helper = |pid: i32| {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -477,6 +500,7 @@ impl Server {
                 pidns,
                 mntns: Some(mntns),
                 pidns_ino,
+                shared_pidns: shared_pidns.is_some(),
                 tty,
                 execs: HashMap::new(),
                 spec,
@@ -645,13 +669,21 @@ impl Server {
     }
 
     fn container_pids(&self, cid: &str) -> Result<Vec<i32>> {
-        let ino = {
+        let (ino, shared, roots) = {
             let st = self.lock();
-            st.containers
+            let c = st
+                .containers
                 .get(cid)
-                .ok_or_else(|| ServerError::NotFound(format!("container {cid} not found")))?
-                .pidns_ino
+                .ok_or_else(|| ServerError::NotFound(format!("container {cid} not found")))?;
+            let mut roots = vec![c.init_pid];
+            roots.extend(c.execs.keys());
+            (c.pidns_ino, c.shared_pidns, roots)
         };
+        if shared {
+            // Others live in this namespace too: the container is its
+            // init, its execs and their descendants.
+            return Ok(descendants(&roots));
+        }
         let mut pids = Vec::new();
         let dir = std::fs::read_dir("/proc").map_err(|e| internal("listing /proc", e))?;
         for entry in dir.flatten() {
@@ -843,8 +875,12 @@ impl Server {
             (c.status != Status::Stopped).then_some(c.init_pid)
         };
         if let Some(pid) = pid {
-            // The init is PID 1 of the container's namespace: killing it
-            // makes the kernel kill every other process there.
+            // The init is PID 1 of the container's own namespace: killing it
+            // makes the kernel kill every other process there. In a shared
+            // namespace the container's processes are killed one by one.
+            for p in self.container_pids(cid).unwrap_or_default() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
             let deadline = Instant::now() + Duration::from_secs(5);
             let mut st = self.lock();
@@ -933,6 +969,29 @@ impl Server {
         }
         s
     }
+}
+
+/// `roots` and every process below them.
+fn descendants(roots: &[i32]) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = roots.to_vec();
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        out.push(p);
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn to_wait(e: Exit) -> pb::WaitResponse {

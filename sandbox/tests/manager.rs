@@ -530,3 +530,54 @@ fn debug_run_command_runs_a_bundle() {
     );
     assert!(!Path::new(STATE_ROOT).join(&fx.id).exists());
 }
+
+#[test]
+fn containers_can_share_a_process_namespace_and_host_pid_is_refused() {
+    let Some(rootfs) = enabled() else { return };
+    let mut fx = Fixture::new("pidns", &rootfs);
+    let first = fx.spec(&["sleep", "103"]);
+    let mut second = fx.spec(&["sh", "-c", "cat /proc/*/cmdline | tr '\\0' ' '"]);
+    let mut hostpid = fx.spec(&["true"]);
+    let id = fx.id.clone();
+    let sb = fx.boot(&first);
+    sb.create_container(&id, &first, &[], ContainerStdio::Null)
+        .unwrap();
+    let pid = sb.start_container(&id).unwrap();
+    let host = sb.host_pid(pid).unwrap();
+    // As containerd's CRI writes it for shareProcessNamespace: the host
+    // path of the first container's PID namespace.
+    let mut linux = second.linux().clone().unwrap();
+    let mut nss = linux.namespaces().clone().unwrap();
+    for ns in nss.iter_mut() {
+        if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Pid {
+            ns.set_path(Some(PathBuf::from(format!("/proc/{host}/ns/pid"))));
+        }
+    }
+    linux.set_namespaces(Some(nss.clone()));
+    second.set_linux(Some(linux.clone()));
+    let cid = format!("{id}-2");
+    let (stdio, out, _err) = pipes();
+    sb.create_container(&cid, &second, &[], ContainerStdio::Fds(stdio))
+        .unwrap();
+    sb.start_container(&cid).unwrap();
+    assert_eq!(sb.wait(&cid).unwrap().status, 0);
+    let text = read_all(out);
+    assert!(
+        text.contains("sleep 103"),
+        "the second container sees: {text:?}"
+    );
+    // Its exit did not take the first container with it.
+    let procs = sb.processes(&id).unwrap();
+    assert!(procs.iter().any(|p| p.cmd == "sleep 103"), "{procs:?}");
+    // No PID namespace at all means the host's: refused.
+    nss.retain(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Pid);
+    linux.set_namespaces(Some(nss));
+    hostpid.set_linux(Some(linux));
+    match sb.create_container(&format!("{id}-3"), &hostpid, &[], ContainerStdio::Null) {
+        Err(e) => {
+            assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{e}");
+            assert!(e.to_string().contains("hostPID"), "{e}");
+        }
+        Ok(_) => panic!("a host PID namespace was accepted"),
+    }
+}

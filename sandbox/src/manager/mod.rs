@@ -733,6 +733,7 @@ impl Sandbox {
             .map_err(|_| ManagerError::NotRunning(self.id.clone()))?;
         let result = (|| {
             let mut out = spec.clone();
+            self.check_namespaces(cid, &mut out)?;
             if rootfs_mounts.is_empty() {
                 stage::bind_idmapped(rootfs, &host_dir.join("rootfs"), userns.as_raw_fd())?;
             } else {
@@ -781,6 +782,77 @@ impl Sandbox {
             let _ = stage::unmount_and_remove(&host_dir);
         }
         result
+    }
+
+    /// Checks the namespaces `spec` asks for against what a sandbox gives,
+    /// and rewrites a PID namespace path (a host path naming another
+    /// container of this pod, for a shared process namespace) to the path
+    /// the sandbox sees.
+    fn check_namespaces(&self, cid: &str, spec: &mut Spec) -> Result<()> {
+        let Some(mut linux) = spec.linux().clone() else {
+            return Ok(());
+        };
+        let mut nss = linux.namespaces().clone().unwrap_or_default();
+        let has = |t: LinuxNamespaceType| nss.iter().any(|n| n.typ() == t);
+        if !has(LinuxNamespaceType::Pid) {
+            return Err(ManagerError::InvalidArgument(format!(
+                "container {cid}: the host PID namespace (hostPID) is not supported by runsc-rs"
+            )));
+        }
+        if !has(LinuxNamespaceType::Ipc) {
+            return Err(ManagerError::InvalidArgument(format!(
+                "container {cid}: the host IPC namespace (hostIPC) is not supported by runsc-rs"
+            )));
+        }
+        // The pod shares the sandbox's IPC and UTS namespaces: a path there
+        // names the pod's own (the pause container's).
+        for ns in nss.iter_mut() {
+            let Some(path) = ns.path().clone() else {
+                continue;
+            };
+            match ns.typ() {
+                LinuxNamespaceType::Pid => {
+                    let pod_pid = self.pod_pid_of_ns_path(&path).ok_or_else(|| {
+                        ManagerError::InvalidArgument(format!(
+                            "container {cid}: PID namespace {} is not one of sandbox {}",
+                            path.display(),
+                            self.id
+                        ))
+                    })?;
+                    ns.set_path(Some(PathBuf::from(format!("/proc/{pod_pid}/ns/pid"))));
+                }
+                LinuxNamespaceType::Ipc | LinuxNamespaceType::Uts => {
+                    ns.set_path(None);
+                }
+                _ => {}
+            }
+        }
+        linux.set_namespaces(Some(nss));
+        spec.set_linux(Some(linux));
+        Ok(())
+    }
+
+    /// The pod-level pid of the process whose namespace `path` (a host
+    /// /proc/PID/ns/pid path) is, if that process is in this sandbox.
+    fn pod_pid_of_ns_path(&self, path: &Path) -> Option<u32> {
+        let host_pid: i32 = path
+            .strip_prefix("/proc")
+            .ok()?
+            .components()
+            .next()?
+            .as_os_str()
+            .to_str()?
+            .parse()
+            .ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).ok()?;
+        let nspid: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let pod_pid = *nspid.get(1)?;
+        (self.host_pid(pod_pid) == Some(host_pid)).then_some(pod_pid)
     }
 
     /// Lets container `cid` run; returns its init's pid.
