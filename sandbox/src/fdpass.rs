@@ -21,7 +21,7 @@ use nix::sys::socket::{
 };
 
 /// Most descriptors one message may carry.
-pub const MAX_FDS: usize = 4;
+pub const MAX_FDS: usize = 16;
 
 /// Errors of the fd channel.
 #[derive(Debug, thiserror::Error)]

@@ -88,6 +88,8 @@ struct Container {
     pidns_ino: u64,
     /// The PID namespace is another container's: the init is not its PID 1.
     shared_pidns: bool,
+    /// The container cgroup's `cgroup.procs` files, joined by every helper.
+    cgroup_procs: Arc<Vec<OwnedFd>>,
     /// Terminal of the init (a pty slave), for foreground-group signals.
     tty: Option<OwnedFd>,
     /// Pids of execs still tracked, with their terminals.
@@ -269,12 +271,14 @@ impl Server {
         stdio: [OwnedFd; 3],
         pidns: Option<&OwnedFd>,
         mntns: Option<&OwnedFd>,
+        cgroup_procs: &[OwnedFd],
     ) -> Result<(i32, File)> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| internal("creating the init socket", e))?;
         let theirs: OwnedFd = theirs.into();
         let theirs_raw = theirs.as_raw_fd();
         let mnt_raw = mntns.map(|f| f.as_raw_fd());
+        let procs_raw: Vec<i32> = cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
         let [stdin, stdout, stderr] = stdio;
         let mut cmd = std::process::Command::new("/proc/self/exe");
         cmd.arg0("runsc-init")
@@ -286,14 +290,21 @@ impl Server {
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr);
-        // SAFETY: the closure only makes raw rt_sigaction, rt_sigprocmask
-        // and dup2 calls, on descriptors that stay open in the parent until
-        // spawn returns; it allocates nothing.
+        // SAFETY: the closure only makes raw rt_sigaction, rt_sigprocmask,
+        // write and dup2 calls, on descriptors that stay open in the parent
+        // until spawn returns; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 // The sandbox blocks the signals its reaper waits for; the
                 // container must start with none blocked or ignored.
                 crate::reset_signals()?;
+                // Join the container's cgroup before exec: every process
+                // the helper becomes or starts is accounted there.
+                for fd in &procs_raw {
+                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 if libc::dup2(theirs_raw, init::INIT_SOCK_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -435,8 +446,21 @@ impl Server {
                 })
             })
             .transpose()?;
-        let (pid, mut sock) =
-            self.spawn_helper(init::Role::Container, fds, shared_pidns.as_ref(), None)?;
+        let cgroup_procs = Arc::new(match req.cgroup_token {
+            0 => Vec::new(),
+            t => self.fds.take(t).ok_or_else(|| {
+                ServerError::InvalidArgument(format!(
+                    "container {cid}: no descriptors were sent under cgroup token {t}"
+                ))
+            })?,
+        });
+        let (pid, mut sock) = self.spawn_helper(
+            init::Role::Container,
+            fds,
+            shared_pidns.as_ref(),
+            None,
+            &cgroup_procs,
+        )?;
         self.track(pid, &cid);
         let kill_helper = |pid: i32| {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -501,6 +525,7 @@ impl Server {
                 mntns: Some(mntns),
                 pidns_ino,
                 shared_pidns: shared_pidns.is_some(),
+                cgroup_procs: cgroup_procs.clone(),
                 tty,
                 execs: HashMap::new(),
                 spec,
@@ -550,7 +575,7 @@ impl Server {
         let cid = req.container_id.as_str();
         let process: oci_spec::runtime::Process = serde_json::from_slice(&req.process_json)
             .map_err(|e| ServerError::InvalidArgument(format!("container {cid}: process: {e}")))?;
-        let (pidns, mntns, mut spec) = {
+        let (pidns, mntns, mut spec, cgroup_procs) = {
             let st = self.lock();
             let c = st
                 .containers
@@ -572,6 +597,7 @@ impl Server {
                     .try_clone()
                     .map_err(|e| internal("duplicating a namespace", e))?,
                 c.spec.clone(),
+                c.cgroup_procs.clone(),
             )
         };
         spec.set_process(Some(process));
@@ -587,8 +613,13 @@ impl Server {
         } else {
             None
         };
-        let (pid, mut sock) =
-            self.spawn_helper(init::Role::Exec, fds, Some(&pidns), Some(&mntns))?;
+        let (pid, mut sock) = self.spawn_helper(
+            init::Role::Exec,
+            fds,
+            Some(&pidns),
+            Some(&mntns),
+            &cgroup_procs,
+        )?;
         self.track(pid, cid);
         let request = InitRequest {
             spec,

@@ -581,3 +581,63 @@ fn containers_can_share_a_process_namespace_and_host_pid_is_refused() {
         Ok(_) => panic!("a host PID namespace was accepted"),
     }
 }
+
+#[test]
+fn each_container_gets_its_own_cgroup_with_its_limits() {
+    let Some(rootfs) = enabled() else { return };
+    let mut fx = Fixture::new("cg", &rootfs);
+    let first = fx.spec(&["sleep", "104"]);
+    let mut second = fx.spec(&["sleep", "105"]);
+    let id = fx.id.clone();
+    let cid = format!("{id}-2");
+    let mut linux = second.linux().clone().unwrap();
+    linux.set_cgroups_path(Some(PathBuf::from(format!("/runsc-itest/{cid}"))));
+    let resources = oci_spec::runtime::LinuxResourcesBuilder::default()
+        .memory(
+            oci_spec::runtime::LinuxMemoryBuilder::default()
+                .limit(64i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    linux.set_resources(Some(resources));
+    second.set_linux(Some(linux));
+    let sb = fx.boot(&first);
+    sb.create_container(&id, &first, &[], ContainerStdio::Null)
+        .unwrap();
+    sb.start_container(&id).unwrap();
+    sb.create_container(&cid, &second, &[], ContainerStdio::Null)
+        .unwrap();
+    let pid = sb.start_container(&cid).unwrap();
+    let host = sb.host_pid(pid).unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{host}/cgroup")).unwrap();
+    assert!(
+        cgroups.contains(&format!("memory:/runsc-itest/{cid}")),
+        "{cgroups}"
+    );
+    let placement = sb.container_cgroup(&cid).expect("recorded");
+    let dir = placement
+        .dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/memory"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (64u64 << 20).to_string()
+    );
+    // An exec joins the container's cgroup too.
+    let process = ProcessBuilder::default()
+        .args(vec!["sleep".into(), "106".into()])
+        .cwd("/")
+        .build()
+        .unwrap();
+    let epid = sb.exec(&cid, &process, None).unwrap().pid;
+    let ehost = sb.host_pid(epid).unwrap();
+    let ecg = std::fs::read_to_string(format!("/proc/{ehost}/cgroup")).unwrap();
+    assert!(ecg.contains(&format!("memory:/runsc-itest/{cid}")), "{ecg}");
+    sb.destroy_container(&cid).unwrap();
+    assert!(!dir.exists(), "the container's cgroup is removed with it");
+}

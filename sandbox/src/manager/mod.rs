@@ -687,6 +687,7 @@ impl Sandbox {
             };
             let mut req = pb::CreateContainerRequest::new();
             req.container_id = cid.to_string();
+            req.cgroup_token = self.container_cgroup_token(cid, spec)?;
             req.spec_json = serde_json::to_vec(&staged)
                 .map_err(|e| ManagerError::InvalidArgument(format!("spec: {e}")))?;
             req.stdio = Some(pb_stdio).into();
@@ -866,6 +867,57 @@ impl Sandbox {
         Ok(r.pid)
     }
 
+    /// Creates container `cid`'s cgroup from its spec (cgroupsPath, limits),
+    /// records it for cleanup, and sends its `cgroup.procs` files to the
+    /// sandbox; returns their token, or 0 when the spec names no cgroup.
+    fn container_cgroup_token(&self, cid: &str, spec: &Spec) -> Result<u64> {
+        let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
+            return Ok(0);
+        };
+        let placement = cgroup::Placement::new(&path.to_string_lossy());
+        placement.create()?;
+        let record = self.state_dir.join("cgroups");
+        std::fs::create_dir_all(&record).map_err(io("recording the container cgroup"))?;
+        let body = serde_json::to_vec(&placement)
+            .map_err(|e| io("encoding the container cgroup")(std::io::Error::other(e)))?;
+        std::fs::write(record.join(cid), body).map_err(io("recording the container cgroup"))?;
+        if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            placement.apply(r)?;
+        }
+        let mut files = Vec::new();
+        for f in placement.procs_files() {
+            files.push(OwnedFd::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&f)
+                    .map_err(io(format!("opening {}", f.display())))?,
+            ));
+        }
+        let token = crate::fdpass::new_token();
+        let borrowed: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        crate::fdpass::send_fds(&self.fd_channel_path(), token, &borrowed)?;
+        Ok(token)
+    }
+
+    /// The cgroup of container `cid`, when it has one of its own.
+    pub fn container_cgroup(&self, cid: &str) -> Option<cgroup::Placement> {
+        let body = std::fs::read(self.state_dir.join("cgroups").join(cid)).ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// Removes container `cid`'s cgroup (waiting for its processes to go)
+    /// unless it is the sandbox's own.
+    fn remove_container_cgroup(&self, cid: &str) -> Result<()> {
+        let Some(placement) = self.container_cgroup(cid) else {
+            return Ok(());
+        };
+        if self.cgroup.as_ref() != Some(&placement) {
+            remove_cgroup(&placement)?;
+        }
+        let _ = std::fs::remove_file(self.state_dir.join("cgroups").join(cid));
+        Ok(())
+    }
+
     fn fetch_console(&self, token: u64) -> Result<Option<OwnedFd>> {
         if token == 0 {
             return Ok(None);
@@ -1034,7 +1086,7 @@ impl Sandbox {
             }
         }
         stage::unmount_and_remove(&self.shared_dir().join(cid))?;
-        Ok(())
+        self.remove_container_cgroup(cid)
     }
 
     /// True while the sandbox process exists and is not a zombie.
@@ -1131,16 +1183,13 @@ impl Sandbox {
             }
         }
         stage::unmount_and_remove(&self.shared_dir())?;
-        if let Some(cg) = &self.cgroup {
-            // The pod's processes die asynchronously after the sandbox.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match cg.remove() {
-                    Ok(()) => break,
-                    Err(e) if Instant::now() >= deadline => return Err(e.into()),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
+        if let Ok(dir) = std::fs::read_dir(self.state_dir.join("cgroups")) {
+            for e in dir.flatten() {
+                self.remove_container_cgroup(&e.file_name().to_string_lossy())?;
             }
+        }
+        if let Some(cg) = &self.cgroup {
+            remove_cgroup(cg)?;
         }
         if self.uid_slot != u32::MAX {
             UidPool::release(&self.state_root, self.uid_slot, &self.id);
@@ -1182,6 +1231,19 @@ impl Sandbox {
             }
         }
         None
+    }
+}
+
+/// Removes a cgroup, waiting up to 5 s for its processes to die (they die
+/// asynchronously after a SIGKILL).
+fn remove_cgroup(cg: &cgroup::Placement) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match cg.remove() {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
     }
 }
 
