@@ -31,7 +31,7 @@ case "$profile" in
 esac
 
 log "building ($profile profile) in $repo"
-(cd "$repo" && cargo build --profile "$profile" --workspace) || die "cargo build failed; nothing was installed"
+(cd "$repo" && cargo build --profile "$profile" -p shim -p sandbox) || die "cargo build failed; nothing was installed"
 
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
