@@ -264,6 +264,24 @@ impl Server {
         Ok([next()?, next()?, next()?])
     }
 
+    /// The three descriptors for a helper's stdio; whether the helper is to
+    /// make the terminal itself (a console); and, for a terminal sent by
+    /// the host, a copy kept for foreground-group signals.
+    fn open_stdio(&self, stdio: &pb::Stdio) -> Result<([OwnedFd; 3], bool, Option<OwnedFd>)> {
+        let console = stdio.terminal && stdio.token == 0;
+        let fds = self.take_stdio(stdio)?;
+        let tty = if stdio.terminal && !console {
+            Some(
+                fds[0]
+                    .try_clone()
+                    .map_err(|e| internal("duplicating the terminal", e))?,
+            )
+        } else {
+            None
+        };
+        Ok((fds, console, tty))
+    }
+
     /// Spawns a helper (`runsc-init`) in `pidns` (a new one when `None`).
     fn spawn_helper(
         &self,
@@ -415,17 +433,7 @@ impl Server {
             )));
         }
         let stdio = req.stdio.clone().unwrap_or_default();
-        let console = stdio.terminal && stdio.token == 0;
-        let fds = self.take_stdio(&stdio)?;
-        let mut tty = if stdio.terminal && !console {
-            Some(
-                fds[0]
-                    .try_clone()
-                    .map_err(|e| internal("duplicating the terminal", e))?,
-            )
-        } else {
-            None
-        };
+        let (fds, console, mut tty) = self.open_stdio(&stdio)?;
         // A PID namespace path (already in the sandbox's view) shares another
         // container's process namespace; otherwise the container gets its own.
         let shared_pidns = spec
@@ -602,17 +610,7 @@ impl Server {
         };
         spec.set_process(Some(process));
         let stdio = req.stdio.clone().unwrap_or_default();
-        let console = stdio.terminal && stdio.token == 0;
-        let fds = self.take_stdio(&stdio)?;
-        let mut tty = if stdio.terminal && !console {
-            Some(
-                fds[0]
-                    .try_clone()
-                    .map_err(|e| internal("duplicating the terminal", e))?,
-            )
-        } else {
-            None
-        };
+        let (fds, console, mut tty) = self.open_stdio(&stdio)?;
         let (pid, mut sock) = self.spawn_helper(
             init::Role::Exec,
             fds,
