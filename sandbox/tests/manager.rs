@@ -641,3 +641,29 @@ fn each_container_gets_its_own_cgroup_with_its_limits() {
     sb.destroy_container(&cid).unwrap();
     assert!(!dir.exists(), "the container's cgroup is removed with it");
 }
+
+#[test]
+fn platform_kvm_gets_the_device_and_is_refused_cleanly() {
+    let Some(rootfs) = enabled() else { return };
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("skipped: no /dev/kvm");
+        return;
+    }
+    let fx = Fixture::new("kvm", &rootfs);
+    let spec = fx.spec(&["true"]);
+    let mut cfg = config();
+    cfg.platform = sandbox::manager::Platform::Kvm;
+    match Sandbox::create(&cfg, &fx.id, &spec, None) {
+        Err(ManagerError::Boot { reason, .. }) => {
+            assert!(reason.contains("platform kvm"), "{reason}");
+            assert!(
+                reason.contains("device fd Some("),
+                "the device was donated: {reason}"
+            );
+        }
+        other => panic!("platform kvm: {other:?}"),
+    }
+    assert!(!Path::new(STATE_ROOT).join(&fx.id).exists());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&fx.id));
+}

@@ -353,12 +353,6 @@ impl Sandbox {
     /// [`Sandbox::destroy`].
     pub fn create(cfg: &Config, id: &str, spec: &Spec, stdio: Option<Stdio>) -> Result<Sandbox> {
         validate_id(id)?;
-        if cfg.platform != Platform::Native {
-            return Err(ManagerError::InvalidArgument(format!(
-                "platform {} is not available in this build",
-                cfg.platform.name()
-            )));
-        }
         std::fs::create_dir_all(&cfg.state_root)
             .map_err(io(format!("creating {}", cfg.state_root.display())))?;
         let state_dir = cfg.state_root.join(id);
@@ -505,6 +499,23 @@ impl Sandbox {
                 ));
             }
         }
+        // The platform's device, opened here (the sandbox cannot open host
+        // devices) and donated.
+        let device = match cfg.platform {
+            Platform::Native => None,
+            Platform::Kvm => Some(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/kvm")
+                    .map_err(|e| {
+                        ManagerError::InvalidArgument(format!("platform kvm needs /dev/kvm: {e}"))
+                    })?,
+            ),
+        };
+        if let Some(d) = &device {
+            args.device_fd = Some(next(d.as_raw_fd()));
+        }
         let pid = spawn::spawn(spawn::SpawnSpec {
             binary: cfg.sandbox_binary.clone(),
             boot_args: args.to_args(),
@@ -550,7 +561,7 @@ impl Sandbox {
             .unwrap_or_default()
             .lines()
             .rev()
-            .find(|l| l.contains("ERROR"))
+            .find(|l| l.contains("ERROR") && l.contains(&format!("sandbox {}[", self.id)))
             .map(|l| l.to_string())
             .unwrap_or_else(|| {
                 if ready == 0 {
