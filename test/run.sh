@@ -6,6 +6,7 @@
 #   4. contrib/install.sh                 release build of the shim and the sandbox into /usr/local/bin
 #   5. test/containerd.sh start           the private containerd (left as found at the end)
 #   6. cargo test -p runsc-tests --test '*'   end-to-end suite through containerd (RUNSC_E2E=1)
+#   7. cargo test -p runsc-cri-tests      pods through containerd's CRI, handler runsc (RUNSC_E2E=1)
 # Stops at the first failing step and prints a PASS/FAIL summary with the test counts.
 # RUNSC_BUILD_PROFILE=dev makes step 4 install a debug build (quicker while developing).
 set -euo pipefail
@@ -78,6 +79,15 @@ e2e() {
     }
 }
 
+# Pods through containerd's CRI (test/cri): the same containerd, namespace k8s.io, handler runsc.
+cri_e2e() {
+    RUNSC_E2E=1 cargo_test -p runsc-cri-tests -- --test-threads=1 || {
+        log_tail "$RUNSC_CONTAINERD_LOG" 60
+        log "shim and sandbox logs: /var/log/runsc-rs; kept pod logs: /var/lib/runsc-rs-test/cri"
+        return 1
+    }
+}
+
 start_containerd() {
     containerd_up || started_containerd=1
     test/containerd.sh start
@@ -90,3 +100,4 @@ step "cargo test --workspace (unit + sandbox integration)" cargo_test --workspac
 step "install (contrib/install.sh)" contrib/install.sh
 step "containerd start" start_containerd
 step "end-to-end (cargo test -p runsc-tests, RUNSC_E2E=1)" e2e
+step "CRI end-to-end (cargo test -p runsc-cri-tests, RUNSC_E2E=1)" cri_e2e

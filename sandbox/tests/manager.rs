@@ -667,3 +667,103 @@ fn platform_kvm_gets_the_device_and_is_refused_cleanly() {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(&fx.id));
 }
+
+#[test]
+fn overlay_rootfs_from_snapshot_mounts_is_writable_by_container_root() {
+    let Some(rootfs) = enabled() else { return };
+    let mut fx = Fixture::new("ovl", &rootfs);
+    // As containerd's overlay snapshotter gives it: a lower layer, and an
+    // upper and work directory (owned by host root) in one snapshot dir.
+    let snap = fx.dir.join("snapshot");
+    std::fs::create_dir_all(snap.join("fs")).unwrap();
+    std::fs::create_dir_all(snap.join("work")).unwrap();
+    let mounts = vec![sandbox::manager::RootfsMount {
+        typ: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![
+            "index=off".into(),
+            format!("lowerdir={}", fx.rootfs().display()),
+            format!("upperdir={}", snap.join("fs").display()),
+            format!("workdir={}", snap.join("work").display()),
+        ],
+    }];
+    let spec = fx.spec(&[
+        "sh",
+        "-c",
+        "echo new > /newfile && mkdir /newdir && echo more >> /etc/passwd && \
+         stat -c '%u %n' / /newfile /etc/passwd && touch /bin/busybox && echo done",
+    ]);
+    let id = fx.id.clone();
+    let sb = fx.boot(&spec);
+    let (stdio, out, err) = pipes();
+    sb.create_container(&id, &spec, &mounts, ContainerStdio::Fds(stdio))
+        .unwrap();
+    sb.start_container(&id).unwrap();
+    let status = sb.wait(&id).unwrap().status;
+    let (out, err) = (read_all(out), read_all(err));
+    assert_eq!(status, 0, "stdout {out:?} stderr {err:?}");
+    assert_eq!(out, "0 /\n0 /newfile\n0 /etc/passwd\ndone\n");
+    // On the host the writes are in the upper layer, as container root's
+    // host uid; the lower layer is untouched.
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(snap.join("fs/newfile")).unwrap();
+    assert_eq!(meta.uid(), sb.uid_base);
+    assert!(std::fs::read_to_string(snap.join("fs/etc/passwd"))
+        .unwrap()
+        .ends_with("more\n"));
+    assert!(!std::fs::read_to_string(fx.rootfs().join("etc/passwd"))
+        .unwrap()
+        .contains("more"));
+}
+
+#[test]
+fn sysctls_reach_a_pod_network_namespace_owned_by_the_host() {
+    let Some(rootfs) = enabled() else { return };
+    let mut fx = Fixture::new("sysctl", &rootfs);
+    // A network namespace made by the host, as CNI makes a pod's.
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--net", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let netns = format!("/proc/{}/ns/net", holder.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let host_ino = std::fs::metadata("/proc/self/ns/net").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    while std::fs::metadata(&netns).map(|m| m.ino()).ok() == Some(host_ino.ino()) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut spec = fx.spec(&[
+        "sh",
+        "-c",
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shm_rmid_forced",
+    ]);
+    let mut linux = spec.linux().clone().unwrap();
+    let mut nss = linux.namespaces().clone().unwrap();
+    for ns in nss.iter_mut() {
+        if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+            ns.set_path(Some(PathBuf::from(&netns)));
+        }
+    }
+    linux.set_namespaces(Some(nss));
+    linux.set_sysctl(Some(
+        [
+            (
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "0".to_string(),
+            ),
+            ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    ));
+    spec.set_linux(Some(linux));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut fx, &spec)));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let (status, out, err) = result.unwrap();
+    assert_eq!((status, out.as_str()), (0, "0\n1\n"), "stderr {err:?}");
+    // The host's own value is untouched.
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(host.trim(), "0");
+}

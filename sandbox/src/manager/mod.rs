@@ -746,10 +746,11 @@ impl Sandbox {
         let result = (|| {
             let mut out = spec.clone();
             self.check_namespaces(cid, &mut out)?;
+            self.apply_net_sysctls(cid, &mut out)?;
             if rootfs_mounts.is_empty() {
                 stage::bind_idmapped(rootfs, &host_dir.join("rootfs"), userns.as_raw_fd())?;
             } else {
-                stage::mount_rootfs(rootfs_mounts, &host_dir, userns.as_raw_fd())?;
+                stage::mount_rootfs(rootfs_mounts, &host_dir, userns.as_raw_fd(), self.uid_base)?;
             }
             let mut new_root = root.clone();
             new_root.set_path(Path::new("/shared").join(cid).join("rootfs"));
@@ -840,6 +841,70 @@ impl Sandbox {
             }
         }
         linux.set_namespaces(Some(nss));
+        spec.set_linux(Some(linux));
+        Ok(())
+    }
+
+    /// Writes the spec's `net.*` sysctls into the sandbox's network
+    /// namespace from the host side, and takes them out of the spec: a pod's
+    /// network namespace (from CNI) belongs to the host's user namespace, so
+    /// the sandbox cannot write them itself.
+    fn apply_net_sysctls(&self, cid: &str, spec: &mut Spec) -> Result<()> {
+        let Some(mut linux) = spec.linux().clone() else {
+            return Ok(());
+        };
+        let Some(mut sysctls) = linux.sysctl().clone() else {
+            return Ok(());
+        };
+        let net: Vec<(String, String)> = sysctls
+            .iter()
+            .filter(|(k, _)| k.starts_with("net."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if net.is_empty() {
+            return Ok(());
+        }
+        let invalid = |m: String| ManagerError::InvalidArgument(format!("container {cid}: {m}"));
+        for (k, _) in &net {
+            let ok = k.split('.').all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            });
+            if !ok {
+                return Err(invalid(format!("invalid sysctl name {k:?}")));
+            }
+        }
+        let ns = format!("/proc/{}/ns/net", self.pid);
+        let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        if ino(&ns).ok() == ino("/proc/1/ns/net").ok() {
+            return Err(invalid(
+                "net.* sysctls cannot be set in the host's network namespace".into(),
+            ));
+        }
+        let netns = File::open(&ns).map_err(|_| ManagerError::NotRunning(self.id.clone()))?;
+        // Network namespaces are per thread: write from a short-lived one.
+        let written = std::thread::scope(|s| {
+            s.spawn(|| -> std::result::Result<(), (String, std::io::Error)> {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| ("joining the pod's network namespace".into(), e.into()))?;
+                for (k, v) in &net {
+                    let path = format!("/proc/sys/{}", k.replace('.', "/"));
+                    std::fs::write(&path, v)
+                        .map_err(|e| (format!("setting sysctl {k} to {v}"), e))?;
+                }
+                Ok(())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(("sysctl thread".into(), std::io::Error::other("panicked"))))
+        });
+        if let Err((what, e)) = written {
+            return Err(invalid(format!("{what}: {e}")));
+        }
+        for (k, _) in &net {
+            sysctls.remove(k);
+        }
+        linux.set_sysctl(Some(sysctls));
         spec.set_linux(Some(linux));
         Ok(())
     }

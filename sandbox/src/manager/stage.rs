@@ -170,19 +170,27 @@ pub fn bind_idmapped(source: &Path, target: &Path, userns: RawFd) -> Result<bool
 
 /// Mounts a container's rootfs from the snapshotter's mounts at
 /// `host_dir/rootfs`. An overlay cannot be idmapped once mounted, so each
-/// layer (and the directory holding upperdir and workdir) is idmapped first
-/// and the overlay is mounted over those.
+/// lower layer is idmapped first and the overlay is mounted over those.
+///
+/// The upper and work directories stay as they are: overlayfs does its own
+/// work there with the mounter's credentials (host root), which an idmapped
+/// mount could not represent (EOVERFLOW, and the overlay falls back to
+/// read-only). What container root creates lands in the upper directory
+/// owned by its host uid `root_uid`, which maps back to 0 inside; the upper
+/// directory's own root is given to `root_uid` so the container's `/` is
+/// its root's.
 pub fn mount_rootfs(
     mounts: &[super::RootfsMount],
     host_dir: &Path,
     userns: RawFd,
+    root_uid: u32,
 ) -> Result<(), StageError> {
     let target = host_dir.join("rootfs");
     std::fs::create_dir_all(&target).map_err(err("creating", &target))?;
     for (i, m) in mounts.iter().enumerate() {
         let is_bind = m.typ == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
         if m.typ == "overlay" {
-            mount_overlay(m, host_dir, i, &target, userns)?;
+            mount_overlay(m, host_dir, i, &target, userns, root_uid)?;
         } else if is_bind {
             let ro = m.options.iter().any(|o| o == "ro");
             bind_idmapped(Path::new(&m.source), &target, userns)?;
@@ -217,10 +225,10 @@ fn mount_overlay(
     index: usize,
     target: &Path,
     userns: RawFd,
+    root_uid: u32,
 ) -> Result<(), StageError> {
     let layers = host_dir.join(format!("layers{index}"));
     let mut data: Vec<String> = Vec::new();
-    let (mut upper, mut work) = (None, None);
     for o in &m.options {
         if let Some(l) = o.strip_prefix("lowerdir=") {
             let mut staged = Vec::new();
@@ -230,36 +238,12 @@ fn mount_overlay(
                 staged.push(t.display().to_string());
             }
             data.push(format!("lowerdir={}", staged.join(":")));
-        } else if let Some(u) = o.strip_prefix("upperdir=") {
-            upper = Some(PathBuf::from(u));
-        } else if let Some(w) = o.strip_prefix("workdir=") {
-            work = Some(PathBuf::from(w));
         } else {
+            if let Some(upper) = o.strip_prefix("upperdir=") {
+                give_root_to(Path::new(upper), root_uid)?;
+            }
             data.push(o.clone());
         }
-    }
-    if let (Some(upper), Some(work)) = (upper, work) {
-        // upperdir and workdir share a parent (the snapshot directory):
-        // idmap that parent once, then point at its children.
-        let (Some(parent), Some(up_name), Some(work_name)) =
-            (upper.parent(), upper.file_name(), work.file_name())
-        else {
-            return Err(StageError::Invalid(format!(
-                "overlay upperdir {} has no parent",
-                upper.display()
-            )));
-        };
-        if work.parent() != Some(parent) {
-            return Err(StageError::Invalid(format!(
-                "overlay upperdir {} and workdir {} have different parents",
-                upper.display(),
-                work.display()
-            )));
-        }
-        let staged = host_dir.join(format!("upper{index}"));
-        bind_idmapped(parent, &staged, userns)?;
-        data.push(format!("upperdir={}", staged.join(up_name).display()));
-        data.push(format!("workdir={}", staged.join(work_name).display()));
     }
     let data = data.join(",");
     mount(
@@ -270,6 +254,17 @@ fn mount_overlay(
         Some(data.as_str()),
     )
     .map_err(|e| err("mounting the overlay at", target)(e.into()))
+}
+
+/// Makes `dir` (the root of an upper layer) owned by `uid`, the host id of
+/// container root, if host root owns it.
+fn give_root_to(dir: &Path, uid: u32) -> Result<(), StageError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(err("reading", dir))?;
+    if meta.uid() == 0 {
+        std::os::unix::fs::chown(dir, Some(uid), Some(uid)).map_err(err("chowning", dir))?;
+    }
+    Ok(())
 }
 
 /// Makes `dir` a mount point with shared propagation, the host end of the
