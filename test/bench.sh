@@ -5,11 +5,19 @@
 #   idle memory   PSS (sum of Pss in /proc/PID/smaps_rollup) of one idle `sleep` container's
 #                 shim + runsc-sandbox processes (runc: its shim; runc has no sandbox process),
 #                 and, separately, of the container's own processes
-# Each figure: min, median and max over BENCH_RUNS runs (default 20), after one unmeasured warm-up.
+#   Stats latency Task.Stats of a running `sleep` container, timed two ways: `ctr task metrics`
+#                 (ctr's start and containerd included), and the RPC alone, sent straight to the
+#                 shim's socket on one connection (test/src/bin/shim-stats-latency.rs)
+# Each figure: min, median and max over BENCH_RUNS runs (default 20), after one unmeasured warm-up;
+# the Stats latencies: median and p99 over BENCH_STATS_RUNS ctr calls (default 100) and
+# BENCH_STATS_RPC_RUNS direct calls (default 1000).
 # Uses the private containerd of test/containerd.sh (started if needed, and then stopped again).
 #   BENCH_RUNS=N                number of runs of each measurement
-#   BENCH_RUNTIMES="A B"        runtimes to compare (default: io.containerd.runsc.v2 io.containerd.runc.v2)
+#   BENCH_RUNTIMES="A B"        runtimes to compare (default: io.containerd.runsc.v2 io.containerd.runc.v2);
+#                               an absolute path to a shim binary is a runtime too (e.g. a build not installed)
 #   BENCH_SETTLE=S              seconds an idle container settles before its memory is read (default 1)
+#   BENCH_STATS_RUNS=N          `ctr task metrics` calls timed (default 100)
+#   BENCH_STATS_RPC_RUNS=N      direct Stats calls timed (default 1000; 0 skips them and their build)
 set -euo pipefail
 # shellcheck source=test/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,10 +25,14 @@ require_root
 
 RUNS=${BENCH_RUNS:-20}
 SETTLE=${BENCH_SETTLE:-1}
+STATS_RUNS=${BENCH_STATS_RUNS:-100}
+STATS_RPC_RUNS=${BENCH_STATS_RPC_RUNS:-1000}
 read -r -a RUNTIMES <<<"${BENCH_RUNTIMES:-io.containerd.runsc.v2 io.containerd.runc.v2}"
 IMAGE=$RUNSC_TEST_IMAGE
 PREFIX=bench-$$
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer, not '$RUNS'"
+[[ $STATS_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_STATS_RUNS must be a positive integer, not '$STATS_RUNS'"
+[[ $STATS_RPC_RUNS =~ ^[0-9]+$ ]] || die "BENCH_STATS_RPC_RUNS must be a non-negative integer, not '$STATS_RPC_RUNS'"
 
 work=$(mktemp -d /tmp/runsc-bench.XXXXXX)
 started_containerd=0
@@ -79,6 +91,34 @@ stats() {
         printf f " " f " " f "\n", v[1], m, v[NR] }'
 }
 
+# pct FILE: "median p99" of the numbers in FILE (nearest rank), each printed with %.1f.
+pct() {
+    sort -n "$1" | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "- -"; exit }
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        r = int(NR * 0.99); if (r < NR * 0.99) r++; if (r < 1) r = 1
+        printf "%.1f %.1f\n", m, v[r] }'
+}
+
+# shim_socket ID: the socket of the shim serving task ID (from its bundle's bootstrap.json).
+shim_socket() {
+    sed -n 's|.*"address":"unix://\([^"]*\)".*|\1|p' \
+        "$RUNSC_CONTAINERD_STATE/io.containerd.runtime.v2.task/$RUNSC_TEST_NAMESPACE/$1/bootstrap.json" 2>/dev/null
+}
+
+# The direct Stats client (test/src/bin/shim-stats-latency.rs), built once; empty when unavailable.
+stats_client=""
+if [ "$STATS_RPC_RUNS" -gt 0 ]; then
+    log "building the direct Stats client (test/src/bin/shim-stats-latency.rs)"
+    if (cd "$RUNSC_REPO_ROOT" && cargo build -q -p runsc-tests --bin shim-stats-latency) >&2; then
+        target_dir=${CARGO_TARGET_DIR:-$RUNSC_REPO_ROOT/target}
+        case "$target_dir" in /*) ;; *) target_dir=$RUNSC_REPO_ROOT/$target_dir ;; esac
+        stats_client=$target_dir/debug/shim-stats-latency
+    else
+        log "could not build the direct Stats client: its rows are left out"
+    fi
+fi
+
 # shim_pid ID: pid of the shim serving container ID (argv0 containerd-shim-*, flag -id ID).
 shim_pid() {
     ps -e -o pid=,args= | awk -v id="$1" '{
@@ -127,6 +167,22 @@ bench_runtime() {
     for i in $(seq 1 "$RUNS"); do
         timed_ctr "$work/$key.exec" task exec --exec-id "e$i" "$id" true
     done
+
+    log "$rt: Stats latency: ctr task metrics x$STATS_RUNS, direct RPC x$STATS_RPC_RUNS"
+    timed_ctr "" task metrics "$id"
+    for i in $(seq 1 "$STATS_RUNS"); do
+        timed_ctr "$work/$key.metrics" task metrics "$id"
+    done
+    if [ -n "$stats_client" ]; then
+        local socket
+        socket=$(shim_socket "$id")
+        [ -n "$socket" ] || die "no shim socket found for $id"
+        "$stats_client" "$socket" "$RUNSC_TEST_NAMESPACE" "$id" "$STATS_RPC_RUNS" \
+            >"$work/$key.statsrpc" 2>"$work/last.out" || {
+            cat "$work/last.out" >&2
+            die "direct Stats calls to $socket failed"
+        }
+    fi
     remove_ours
 
     log "$rt: idle memory x$RUNS"
@@ -149,10 +205,19 @@ bench_runtime() {
     done
 }
 
+# shim_binary RUNTIME: the shim binary containerd runs for RUNTIME (a name like io.containerd.runc.v2,
+# or an absolute path to a shim binary, which containerd accepts as a runtime too).
+shim_binary() {
+    case $1 in
+        /*) echo "$1" ;;
+        *) echo "containerd-shim-$(echo "$1" | awk -F. '{ print $(NF-1) "-" $NF }')" ;;
+    esac
+}
+
 keys=()
 for rt in "${RUNTIMES[@]}"; do
-    key=$(echo "$rt" | tr -c 'a-zA-Z0-9\n' '_')
-    shim_bin=containerd-shim-$(echo "$rt" | awk -F. '{ print $(NF-1) "-" $NF }')
+    key=$(echo "$rt" | tr -cs 'a-zA-Z0-9\n' '_' | sed 's/^_//; s/_$//')
+    shim_bin=$(shim_binary "$rt")
     if ! PATH="$RUNSC_PREFIX/bin:$RUNSC_CONTAINERD_BIN:$PATH" command -v "$shim_bin" >/dev/null; then
         log "$rt: $shim_bin is not installed: skipped"
         keys+=("-")
@@ -168,7 +233,7 @@ version=$("$RUNSC_CTR" --address "$RUNSC_CONTAINERD_ADDRESS" version | awk '/Ver
 echo
 echo "runsc-rs benchmark: $RUNS runs each (min / median / max), containerd $version, $IMAGE, $cpus CPUs, kernel $(uname -r)"
 for rt in "${RUNTIMES[@]}"; do
-    shim_bin=containerd-shim-$(echo "$rt" | awk -F. '{ print $(NF-1) "-" $NF }')
+    shim_bin=$(shim_binary "$rt")
     path=$(PATH="$RUNSC_PREFIX/bin:$RUNSC_CONTAINERD_BIN:$PATH" command -v "$shim_bin" || true)
     [ -n "$path" ] && echo "  $rt: $path ($(du -m "$path" | cut -f1) MiB)"
 done
@@ -193,7 +258,28 @@ row "exec latency, ctr task exec true (ms)" exec
 row "idle PSS, shim + sandbox (MiB)" pss
 row "  processes counted" nproc %d
 row "idle PSS, container's processes (MiB)" work
+# pct_row LABEL SUFFIX: "median / p99" of $work/KEY.SUFFIX for each runtime.
+pct_row() {
+    local label=$1 suffix=$2 key med p99
+    printf '%-40s' "$label"
+    for key in "${keys[@]}"; do
+        if [ "$key" = - ] || [ ! -s "$work/$key.$suffix" ]; then
+            printf '  %-26s' "-"
+            continue
+        fi
+        read -r med p99 < <(pct "$work/$key.$suffix")
+        printf '  %-26s' "$med / $p99"
+    done
+    echo
+}
+echo
+printf '%-40s' "Stats latency (median / p99)"
+echo
+pct_row "  ctr task metrics (ms)" metrics
+pct_row "  Task.Stats RPC to the shim (µs)" statsrpc
 echo
 echo "Memory: shim + runsc-sandbox processes for runsc-rs; the shim alone for runc, which has no sandbox"
 echo "process (its container runs directly on the host kernel). The container's own processes (sleep) are"
 echo "shown apart for both."
+echo "Stats: \`ctr task metrics\` includes ctr's own start and containerd's hop; the RPC row is Task.Stats"
+echo "alone, sent to the shim's socket over one connection (test/src/bin/shim-stats-latency.rs)."

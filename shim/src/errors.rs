@@ -11,6 +11,7 @@ use ttrpc::Code;
 
 use crate::io::IoError;
 use crate::options::OptionsError;
+use crate::resources::ResourceError;
 
 /// Errors of Task calls.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,15 @@ pub enum TaskError {
         #[source]
         source: IoError,
     },
+    /// Reading or writing the container's cgroup failed.
+    #[error("{what}")]
+    Resource {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: ResourceError,
+    },
 }
 
 impl TaskError {
@@ -71,6 +81,7 @@ impl TaskError {
                 }
                 _ => Code::INTERNAL,
             },
+            TaskError::Resource { source, .. } => source.code(),
         }
     }
 
@@ -78,6 +89,12 @@ impl TaskError {
     pub fn manager(what: impl Into<String>) -> impl FnOnce(ManagerError) -> TaskError {
         let what = what.into();
         move |source| TaskError::Manager { what, source }
+    }
+
+    /// A cgroup failure while doing `what`.
+    pub fn resource(what: impl Into<String>) -> impl FnOnce(ResourceError) -> TaskError {
+        let what = what.into();
+        move |source| TaskError::Resource { what, source }
     }
 
     /// A stdio failure while doing `what`.
@@ -158,5 +175,21 @@ mod tests {
         assert_eq!(msg, "container c1: exec: executable file `nope` not found");
         let e = TaskError::manager("x")(ManagerError::NotRunning("p".into()));
         assert_eq!(status(e).0, Code::FAILED_PRECONDITION);
+    }
+
+    #[test]
+    fn cgroup_errors_keep_their_code_and_cause() {
+        let e = TaskError::resource("container c1: update")(ResourceError::Write {
+            path: "/sys/fs/cgroup/memory/c1/memory.limit_in_bytes".into(),
+            source: std::io::Error::from_raw_os_error(libc::EBUSY),
+        });
+        let (code, msg) = status(e);
+        assert_eq!(code, Code::FAILED_PRECONDITION);
+        assert!(
+            msg.starts_with(
+                "container c1: update: writing /sys/fs/cgroup/memory/c1/memory.limit_in_bytes: "
+            ),
+            "{msg}"
+        );
     }
 }

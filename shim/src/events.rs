@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim::publisher::RemotePublisher;
 use protobuf::well_known_types::timestamp::Timestamp;
@@ -39,6 +40,12 @@ pub enum TaskEvent {
     ExecStarted(TaskExecStarted),
     /// A task was deleted.
     Delete(TaskDelete),
+    /// The OOM killer killed a process of the container.
+    Oom(TaskOOM),
+    /// The container was frozen (Task.Pause).
+    Paused(TaskPaused),
+    /// The container was thawed (Task.Resume).
+    Resumed(TaskResumed),
 }
 
 impl TaskEvent {
@@ -51,6 +58,9 @@ impl TaskEvent {
             TaskEvent::ExecAdded(e) => e.topic(),
             TaskEvent::ExecStarted(e) => e.topic(),
             TaskEvent::Delete(e) => e.topic(),
+            TaskEvent::Oom(e) => e.topic(),
+            TaskEvent::Paused(e) => e.topic(),
+            TaskEvent::Resumed(e) => e.topic(),
         }
     }
 
@@ -63,6 +73,9 @@ impl TaskEvent {
             TaskEvent::ExecAdded(e) => &e.container_id,
             TaskEvent::ExecStarted(e) => &e.container_id,
             TaskEvent::Delete(e) => &e.container_id,
+            TaskEvent::Oom(e) => &e.container_id,
+            TaskEvent::Paused(e) => &e.container_id,
+            TaskEvent::Resumed(e) => &e.container_id,
         }
     }
 
@@ -74,6 +87,9 @@ impl TaskEvent {
             TaskEvent::ExecAdded(e) => Box::new(e),
             TaskEvent::ExecStarted(e) => Box::new(e),
             TaskEvent::Delete(e) => Box::new(e),
+            TaskEvent::Oom(e) => Box::new(e),
+            TaskEvent::Paused(e) => Box::new(e),
+            TaskEvent::Resumed(e) => Box::new(e),
         }
     }
 }

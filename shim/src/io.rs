@@ -233,6 +233,9 @@ pub struct ProcessIo {
     outputs: Arc<Running>,
     stop_w: Mutex<Option<OwnedFd>>,
     exited_w: Mutex<Option<OwnedFd>>,
+    /// Dropped by CloseIO to tell the stdin copier to drain and close.
+    close_w: Mutex<Option<OwnedFd>>,
+    input_copier: Arc<std::sync::atomic::AtomicBool>,
     /// Output FIFOs, to release a copier blocked opening one.
     fifos: Vec<PathBuf>,
 }
@@ -307,27 +310,6 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8], stop: BorrowedFd<'_>) -> std::i
     Ok(())
 }
 
-/// Waits until `src` or `stop` is ready; returns whether `stop` fired.
-fn wait_readable(src: BorrowedFd<'_>, stop: BorrowedFd<'_>) -> std::io::Result<bool> {
-    loop {
-        let mut fds = [
-            PollFd::new(src, PollFlags::POLLIN),
-            PollFd::new(stop, PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {
-                let src_ready = fds[0].any().unwrap_or(false);
-                let stopped = fds[1].any().unwrap_or(false);
-                if src_ready || stopped {
-                    return Ok(stopped && !src_ready);
-                }
-            }
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 /// The destination of an output copier, opened lazily (a FIFO open waits
 /// for its reader).
 enum Sink {
@@ -354,6 +336,25 @@ impl Sink {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(path),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the output. A FIFO opened lazily was never opened if the
+    /// process wrote nothing; its reader (containerd's, already waiting in
+    /// its open) would then never see EOF, and a CRI ExecSync never end.
+    /// Open and close it now, without blocking: with no reader there is
+    /// nobody to tell.
+    fn finish(self, label: &str) {
+        if let Sink::Fifo { path, file: None } = &self {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+            {
+                Ok(f) => drop(f),
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+                Err(e) => log::debug!("{label}: closing {}: {e}", path.display()),
+            }
         }
     }
 
@@ -457,22 +458,69 @@ fn copy_out(src: OwnedFd, mut sink: Sink, ctl: CopyCtl, running: Arc<Running>, l
             }
         }
     }
-    // Dropping the sink closes the FIFO: the reader sees EOF.
-    drop(sink);
+    // Closing the sink (the FIFO) tells the reader EOF.
+    sink.finish(&label);
     running.done();
 }
 
 /// Copies the stdin FIFO into the process until the FIFO's writer closes
 /// it (then closes the process's stdin, unless it is a terminal) or `stop`.
-fn copy_in(fifo: File, target: StdinSlot, close_on_eof: bool, stop: Arc<OwnedFd>, label: String) {
+/// What ends a stdin copier's wait.
+enum InputWake {
+    /// The FIFO has data, or its last writer closed it.
+    Readable,
+    /// CloseIO: copy what the FIFO holds, then close.
+    CloseRequested,
+    /// The shim stops the process's IO.
+    Stopped,
+}
+
+fn wait_input(
+    src: BorrowedFd<'_>,
+    close: BorrowedFd<'_>,
+    stop: BorrowedFd<'_>,
+) -> std::io::Result<InputWake> {
+    loop {
+        let mut fds = [
+            PollFd::new(src, PollFlags::POLLIN),
+            PollFd::new(close, PollFlags::POLLIN),
+            PollFd::new(stop, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {
+                let ready = |i: usize| fds[i].any().unwrap_or(false);
+                if ready(0) {
+                    return Ok(InputWake::Readable);
+                }
+                if ready(1) {
+                    return Ok(InputWake::CloseRequested);
+                }
+                if ready(2) {
+                    return Ok(InputWake::Stopped);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn copy_in(fifo: File, target: StdinSlot, input: InputCtl, label: String) {
     let mut buf = vec![0u8; BUF_SIZE];
+    // Once CloseIO came, copy what the FIFO holds now, then close: the
+    // client wrote everything before it asked, and the FIFO may still hold
+    // the last of it.
+    let mut draining = false;
     let eof = loop {
-        match wait_readable(fifo.as_fd(), stop.as_fd()) {
-            Ok(true) => break false,
-            Ok(false) => {}
-            Err(e) => {
-                log::warn!("{label}: waiting for stdin: {e}");
-                break false;
+        if !draining {
+            match wait_input(fifo.as_fd(), input.close.as_fd(), input.stop.as_fd()) {
+                Ok(InputWake::Readable) => {}
+                Ok(InputWake::CloseRequested) => draining = true,
+                Ok(InputWake::Stopped) => break false,
+                Err(e) => {
+                    log::warn!("{label}: waiting for stdin: {e}");
+                    break false;
+                }
             }
         }
         match nix::unistd::read(&fifo, &mut buf) {
@@ -481,13 +529,14 @@ fn copy_in(fifo: File, target: StdinSlot, close_on_eof: bool, stop: Arc<OwnedFd>
             Ok(n) => {
                 let fd = target.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let Some(fd) = fd else {
-                    break false; // CloseIO came first.
+                    break false;
                 };
-                if let Err(e) = write_all(fd.as_fd(), &buf[..n], stop.as_fd()) {
+                if let Err(e) = write_all(fd.as_fd(), &buf[..n], input.stop.as_fd()) {
                     log::debug!("{label}: writing stdin: {e}");
                     break false;
                 }
             }
+            Err(Errno::EAGAIN) if draining => break true,
             Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
             Err(e) => {
                 log::warn!("{label}: reading stdin: {e}");
@@ -495,10 +544,18 @@ fn copy_in(fifo: File, target: StdinSlot, close_on_eof: bool, stop: Arc<OwnedFd>
             }
         }
     };
-    if eof && close_on_eof {
+    if (eof && input.close_on_eof) || draining {
         log::debug!("{label}: stdin EOF, closing the process's stdin");
         target.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
+}
+
+/// How a stdin copier is told to finish.
+struct InputCtl {
+    close_on_eof: bool,
+    /// Readable (closed) once CloseIO asked to close stdin.
+    close: Arc<OwnedFd>,
+    stop: Arc<OwnedFd>,
 }
 
 fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), IoError> {
@@ -540,6 +597,10 @@ struct PendingConsole {
 struct Builder {
     owner: IoOwner,
     label: String,
+    /// Closed by CloseIO: the stdin copier drains, then closes stdin.
+    close_r: Arc<OwnedFd>,
+    /// Whether a stdin copier runs (else CloseIO closes stdin itself).
+    input_copier: Arc<std::sync::atomic::AtomicBool>,
     stop_r: Arc<OwnedFd>,
     exited_r: Arc<OwnedFd>,
     outputs: Arc<Running>,
@@ -614,10 +675,15 @@ impl Builder {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)
             .map_err(os(format!("opening the stdin FIFO {path}")))?;
-        let (stop, label) = (self.stop_r.clone(), format!("{} stdin", self.label));
-        spawn_thread("io-stdin", move || {
-            copy_in(fifo, target, close_on_eof, stop, label)
-        })
+        let input = InputCtl {
+            close_on_eof,
+            close: self.close_r.clone(),
+            stop: self.stop_r.clone(),
+        };
+        let label = format!("{} stdin", self.label);
+        self.input_copier
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        spawn_thread("io-stdin", move || copy_in(fifo, target, input, label))
     }
 }
 
@@ -626,9 +692,13 @@ impl Builder {
 pub fn setup(owner: &IoOwner, cfg: &StdioConfig) -> Result<(Stdio, ProcessIo), IoError> {
     let (stop_r, stop_w) = pipe()?;
     let (exited_r, exited_w) = pipe()?;
+    let (close_r, close_w) = pipe()?;
+    let input_copier = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut b = Builder {
         owner: owner.clone(),
         label: owner.label(),
+        close_r: Arc::new(close_r),
+        input_copier: input_copier.clone(),
         stop_r: Arc::new(stop_r),
         exited_r: Arc::new(exited_r),
         outputs: Arc::new(Running::default()),
@@ -644,6 +714,8 @@ pub fn setup(owner: &IoOwner, cfg: &StdioConfig) -> Result<(Stdio, ProcessIo), I
         outputs: b.outputs.clone(),
         stop_w: Mutex::new(Some(stop_w)),
         exited_w: Mutex::new(Some(exited_w)),
+        close_w: Mutex::new(Some(close_w)),
+        input_copier,
         fifos: Vec::new(),
     };
     // From here on, dropping `io` on an error stops whatever was started.
@@ -674,6 +746,8 @@ fn setup_terminal(
     let builder = Builder {
         owner: b.owner.clone(),
         label: b.label.clone(),
+        close_r: b.close_r.clone(),
+        input_copier: b.input_copier.clone(),
         stop_r: b.stop_r.clone(),
         exited_r: b.exited_r.clone(),
         outputs: b.outputs.clone(),
@@ -810,8 +884,21 @@ fn start_logger(
 }
 
 impl ProcessIo {
-    /// Closes the process's stdin (Task.CloseIO).
+    /// Closes the process's stdin (Task.CloseIO), after the stdin copier
+    /// has passed on what the FIFO still holds.
     pub fn close_stdin(&self) {
+        if self.input_copier.load(std::sync::atomic::Ordering::SeqCst) {
+            if self
+                .close_w
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .is_some()
+            {
+                log::debug!("{}: stdin closing once drained", self.label);
+            }
+            return;
+        }
         if self
             .stdin
             .lock()
@@ -1028,6 +1115,47 @@ mod tests {
         drop(stdio.stderr);
         assert!(io.wait_output(Duration::from_secs(5)));
         assert_eq!(reader.join().unwrap(), "out:hello\n");
+        drop(io);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A process that writes nothing still ends its FIFOs: a reader that
+    /// waits in its open sees EOF (CRI's ExecSync waits for that).
+    #[test]
+    fn silent_output_still_ends_the_fifos() {
+        let dir = tempdir("silent");
+        let (so, se) = (mkfifo(&dir, "out"), mkfifo(&dir, "err"));
+        let cfg = StdioConfig {
+            stdout: so.display().to_string(),
+            stderr: se.display().to_string(),
+            ..Default::default()
+        };
+        let readers: Vec<_> = [so.clone(), se.clone()]
+            .into_iter()
+            .map(|p| {
+                std::thread::spawn(move || {
+                    let mut s = Vec::new();
+                    File::open(p).unwrap().read_to_end(&mut s).unwrap();
+                    s
+                })
+            })
+            .collect();
+        // Let the readers block in their open.
+        std::thread::sleep(Duration::from_millis(100));
+        let (stdio, io) = setup(&owner(), &cfg).unwrap();
+        // The "process" exits without a byte of output.
+        drop(stdio);
+        assert!(io.wait_output(Duration::from_secs(5)));
+        for r in readers {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(r.join().unwrap());
+            });
+            let got = rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the FIFO reader never saw EOF");
+            assert!(got.is_empty());
+        }
         drop(io);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -8,6 +8,8 @@
 //! - [`io`]: stdio FIFOs, ptys, log URIs and the copy threads.
 //! - [`events`]: the bounded event queue to containerd.
 //! - [`options`]: the runtime options file.
+//! - [`resources`]: the container's cgroup: stats, OOM kills, freezer,
+//!   updates.
 //! - [`errors`]: Task errors and their ttrpc codes.
 
 pub mod errors;
@@ -15,6 +17,7 @@ pub mod events;
 pub mod io;
 pub mod options;
 pub mod pod;
+pub mod resources;
 pub mod service;
 pub mod state;
 pub mod task;

@@ -20,6 +20,8 @@ use sandbox::manager::Stdio;
 
 use crate::errors::TaskError;
 use crate::io::{ProcessIo, StdioConfig};
+use crate::resources::oom::OomWatch;
+use crate::resources::Cgroup;
 
 /// Lifecycle of one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,9 +201,81 @@ pub struct Container {
     pub init: Proc,
     /// Its execs, by exec id.
     pub execs: HashMap<String, Proc>,
+    /// Its own cgroup on the host, when its spec names one.
+    pub cgroup: Option<Cgroup>,
+    /// Frozen by Task.Pause and not resumed since.
+    pub paused: bool,
+    /// The cgroup's OOM kill count already reported with TaskOOM (its
+    /// count at create, at first).
+    pub oom_reported: u64,
+    /// The thread watching its cgroup for OOM kills.
+    pub oom_watch: Option<OomWatch>,
 }
 
 impl Container {
+    /// A container with its init and no execs, cgroup or OOM watch yet.
+    pub fn new(id: &str, pod_id: &str, bundle: PathBuf, init: Proc) -> Container {
+        Container {
+            id: id.to_string(),
+            pod_id: pod_id.to_string(),
+            bundle,
+            init,
+            execs: HashMap::new(),
+            cgroup: None,
+            paused: false,
+            oom_reported: 0,
+            oom_watch: None,
+        }
+    }
+
+    /// The status containerd sees for `p`, one of this container's
+    /// processes: PAUSED for a running init while the container is frozen.
+    pub fn api_status(&self, p: &Proc) -> ApiStatus {
+        if self.paused && p.exec_id.is_empty() && p.status == Status::Running {
+            ApiStatus::PAUSED
+        } else {
+            p.status.api()
+        }
+    }
+
+    /// Whether Task.Pause may freeze it: its init runs and it is not
+    /// paused already.
+    pub fn check_pausable(&self) -> Result<(), TaskError> {
+        if self.paused {
+            return Err(TaskError::FailedPrecondition(format!(
+                "container {} is already paused",
+                self.id
+            )));
+        }
+        if self.init.status != Status::Running || self.init.exit.is_some() {
+            return Err(TaskError::FailedPrecondition(format!(
+                "container {} is not running",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether Task.Resume may thaw it: it is paused.
+    pub fn check_resumable(&self) -> Result<(), TaskError> {
+        if self.paused {
+            Ok(())
+        } else {
+            Err(TaskError::FailedPrecondition(format!(
+                "container {} is not paused",
+                self.id
+            )))
+        }
+    }
+
+    /// Takes the cgroup's OOM kill count `count`: returns it when it is
+    /// above what was reported (a TaskOOM is due), and remembers it.
+    pub fn note_oom_kills(&mut self, count: Option<u64>) -> Option<u64> {
+        let n = count.filter(|n| *n > self.oom_reported)?;
+        self.oom_reported = n;
+        Some(n)
+    }
+
     /// The process `exec_id` (the init when empty).
     pub fn process(&self, exec_id: &str) -> Result<&Proc, TaskError> {
         if exec_id.is_empty() {
@@ -395,13 +469,12 @@ mod tests {
     use super::*;
 
     fn container(id: &str, pod: &str) -> Container {
-        Container {
-            id: id.into(),
-            pod_id: pod.into(),
-            bundle: PathBuf::from("/b"),
-            init: Proc::new("", StdioConfig::default()),
-            execs: HashMap::new(),
-        }
+        Container::new(
+            id,
+            pod,
+            PathBuf::from("/b"),
+            Proc::new("", StdioConfig::default()),
+        )
     }
 
     fn exit(status: u32) -> Exit {
@@ -563,5 +636,46 @@ mod tests {
         assert_eq!(a.execs["new"].exit, None);
         assert_eq!(st.container("b").unwrap().init.exit.unwrap().status, 0);
         assert_eq!(st.container("other").unwrap().init.exit, None);
+    }
+
+    #[test]
+    fn pause_and_resume_follow_the_init() {
+        let mut c = container("c", "pod");
+        assert!(matches!(
+            c.check_pausable(),
+            Err(TaskError::FailedPrecondition(_))
+        ));
+        c.init.begin_start("c").unwrap();
+        c.init.started(1, 100);
+        c.check_pausable().unwrap();
+        assert!(matches!(
+            c.check_resumable(),
+            Err(TaskError::FailedPrecondition(_))
+        ));
+        assert_eq!(c.api_status(&c.init), ApiStatus::RUNNING);
+        c.paused = true;
+        assert_eq!(c.api_status(&c.init), ApiStatus::PAUSED);
+        let exec = Proc::new("e", StdioConfig::default());
+        assert_eq!(c.api_status(&exec), ApiStatus::CREATED);
+        assert!(c.check_pausable().is_err(), "already paused");
+        c.check_resumable().unwrap();
+        // An init that exited is stopped, paused or not.
+        c.init.record_exit(exit(137));
+        c.init.finish_exit();
+        assert_eq!(c.api_status(&c.init), ApiStatus::STOPPED);
+        c.paused = false;
+        assert!(c.check_pausable().is_err());
+    }
+
+    #[test]
+    fn oom_kills_are_reported_once_each() {
+        let mut c = container("c", "pod");
+        c.oom_reported = 2;
+        assert_eq!(c.note_oom_kills(None), None);
+        assert_eq!(c.note_oom_kills(Some(2)), None, "seen at create");
+        assert_eq!(c.note_oom_kills(Some(3)), Some(3));
+        assert_eq!(c.note_oom_kills(Some(3)), None, "reported already");
+        assert_eq!(c.note_oom_kills(Some(1)), None);
+        assert_eq!(c.note_oom_kills(Some(5)), Some(5));
     }
 }

@@ -6,6 +6,11 @@
 //! changes. Exits come from one watcher thread per pod that long-polls
 //! the sandbox's events; each exit is finished (output drained, state
 //! `Stopped`, waiters woken, TaskExit queued) on a thread of its own.
+//!
+//! The calls on a container's cgroup (Stats, Pause, Resume, Update) and
+//! TaskOOM live in [`resources`].
+
+mod resources;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,7 @@ use crate::events::{now_ns, timestamp_ns, EventQueue, TaskEvent};
 use crate::io::{IoOwner, StdioConfig};
 use crate::options::{self, RuntimeOptions};
 use crate::pod::{self, BundleRecord, Pod};
+use crate::resources::Cgroup;
 use crate::state::{Container, Exit, Proc, ProcKey, State, Status};
 
 /// How long an exit waits for the process's output to drain before it is
@@ -55,6 +61,8 @@ pub struct Shared {
     exit: Arc<ExitSignal>,
     /// Serialises Create (sandbox creation and container staging).
     create_lock: Mutex<()>,
+    /// Serialises Pause and Resume (and the thaw before a SIGKILL).
+    pause_lock: Mutex<()>,
     /// The binary serving the sandbox (this shim).
     sandbox_binary: PathBuf,
 }
@@ -129,6 +137,7 @@ impl TaskService {
                 events,
                 exit,
                 create_lock: Mutex::new(()),
+                pause_lock: Mutex::new(()),
                 sandbox_binary,
             }),
         }
@@ -282,14 +291,16 @@ impl TaskService {
         init.sandbox_pid = sandbox_pid;
         init.pid = pid;
         init.io = Some(Arc::new(pio));
+        let mut container = Container::new(&cid, &pod_id, bundle.clone(), init);
+        container.cgroup = sandbox.container_cgroup(&cid).map(Cgroup::new);
+        container.oom_reported = container
+            .cgroup
+            .as_ref()
+            .and_then(Cgroup::oom_kills)
+            .unwrap_or(0);
+        let cgroup = container.cgroup.clone();
         let mut st = self.shared.lock();
-        st.add_container(Container {
-            id: cid.clone(),
-            pod_id: pod_id.clone(),
-            bundle: bundle.clone(),
-            init,
-            execs: HashMap::new(),
-        });
+        st.add_container(container);
         if new_pod {
             let stop = Arc::new(AtomicBool::new(false));
             st.pods.insert(
@@ -320,6 +331,13 @@ impl TaskService {
             pid,
             ..Default::default()
         }));
+        drop(st);
+        match &cgroup {
+            Some(cg) => self.start_oom_watch(&cid, cg),
+            None => {
+                log::info!("container {cid}: no cgroup of its own; its stats come from the sandbox")
+            }
+        }
         log::info!("container {cid}: created, pid {pid} (sandbox pid {sandbox_pid})");
         Ok(CreateTaskResponse {
             pid,
@@ -452,7 +470,7 @@ impl TaskService {
             id: req.id.clone(),
             bundle: c.bundle.display().to_string(),
             pid: p.pid,
-            status: p.status.api().into(),
+            status: c.api_status(p).into(),
             stdin: p.stdio.stdin.clone(),
             stdout: p.stdio.stdout.clone(),
             stderr: p.stdio.stderr.clone(),
@@ -487,6 +505,7 @@ impl TaskService {
         let (cid, eid) = (req.id.as_str(), req.exec_id.as_str());
         let signo = i32::try_from(req.signal)
             .map_err(|_| TaskError::InvalidArgument(format!("invalid signal {}", req.signal)))?;
+        self.prepare_kill_while_paused(cid, signo)?;
         let (sandbox, target) = {
             let st = self.shared.lock();
             let sandbox = self.sandbox_of(&st, cid)?;
@@ -548,6 +567,18 @@ impl TaskService {
             });
         }
 
+        let paused = {
+            let st = self.shared.lock();
+            let c = st.container(cid)?;
+            c.init.check_deletable(cid)?;
+            c.paused
+        };
+        if paused {
+            // What is left of it must be able to die.
+            if let Err(e) = self.unpause(cid, "thawed to be deleted") {
+                log::warn!("{}", crate::errors::chain(&e));
+            }
+        }
         let (sandbox, last, teardown, pod_id) = {
             let st = self.shared.lock();
             let c = st.container(cid)?;
@@ -629,6 +660,11 @@ impl TaskService {
                     "container {cid} is not running"
                 )));
             }
+            if c.paused {
+                return Err(TaskError::FailedPrecondition(format!(
+                    "container {cid} is paused: resume it first"
+                )));
+            }
             Ok(())
         };
         check(&self.shared.lock())?;
@@ -675,6 +711,7 @@ impl TaskService {
 
     fn do_pids(&self, req: PidsRequest) -> Result<PidsResponse, TaskError> {
         let cid = req.id.as_str();
+        self.check_sandbox_answers(cid, "listing its processes")?;
         let (sandbox, execs) = {
             let st = self.shared.lock();
             let sandbox = self.sandbox_of(&st, cid)?;
@@ -860,7 +897,11 @@ fn finish_exit(shared: &Shared, (cid, eid): &ProcKey) {
         };
         if p.can_finish() {
             if p.finish_exit() {
-                let e = p.exit_or(now_ns());
+                let (pid, e) = (p.pid, p.exit_or(now_ns()));
+                // An OOM kill the watcher has not reported yet goes out
+                // first: containerd reads TaskOOM before TaskExit as the
+                // reason for the exit.
+                resources::report_oom(shared, &mut st, cid);
                 shared.events.send(TaskEvent::Exit(TaskExit {
                     container_id: cid.clone(),
                     id: if eid.is_empty() {
@@ -868,7 +909,7 @@ fn finish_exit(shared: &Shared, (cid, eid): &ProcKey) {
                     } else {
                         eid.clone()
                     },
-                    pid: p.pid,
+                    pid,
                     exit_status: e.status,
                     exited_at: Some(timestamp_ns(e.at_ns)).into(),
                     ..Default::default()
@@ -983,29 +1024,47 @@ impl containerd_shim::Task for TaskService {
     fn pause(
         &self,
         _ctx: &TtrpcContext,
-        _req: containerd_shim::api::PauseRequest,
+        req: containerd_shim::api::PauseRequest,
     ) -> TtrpcResult<Empty> {
-        Err(unimplemented("Pause"))
+        let cid = req.id.clone();
+        self.do_pause(req).inspect_err(|e| {
+            log::warn!("container {cid}: pause failed: {}", crate::errors::chain(e));
+        })?;
+        Ok(Empty::new())
     }
 
     fn resume(
         &self,
         _ctx: &TtrpcContext,
-        _req: containerd_shim::api::ResumeRequest,
+        req: containerd_shim::api::ResumeRequest,
     ) -> TtrpcResult<Empty> {
-        Err(unimplemented("Resume"))
+        let cid = req.id.clone();
+        self.do_resume(req).inspect_err(|e| {
+            log::warn!(
+                "container {cid}: resume failed: {}",
+                crate::errors::chain(e)
+            );
+        })?;
+        Ok(Empty::new())
     }
 
-    fn stats(&self, _ctx: &TtrpcContext, _req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        Err(unimplemented("Stats"))
+    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        Ok(self.do_stats(req)?)
     }
 
     fn update(
         &self,
         _ctx: &TtrpcContext,
-        _req: containerd_shim::api::UpdateTaskRequest,
+        req: containerd_shim::api::UpdateTaskRequest,
     ) -> TtrpcResult<Empty> {
-        Err(unimplemented("Update"))
+        let cid = req.id.clone();
+        self.do_update(req).inspect_err(|e| {
+            log::warn!(
+                "container {cid}: update failed: {}",
+                crate::errors::chain(e)
+            );
+        })?;
+        Ok(Empty::new())
     }
 
     fn checkpoint(

@@ -176,6 +176,91 @@ impl Ctr {
     }
 }
 
+/// What `ctr task metrics --format json` reports, cgroup v1 or v2 alike.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// The metrics as ctr prints them (containerd's v1 or v2 Metrics).
+    pub json: serde_json::Value,
+}
+
+impl Metrics {
+    /// Parses ctr's JSON; None when it is not metrics.
+    pub fn parse(text: &str) -> Option<Metrics> {
+        let json: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+        json.is_object().then_some(Metrics { json })
+    }
+
+    fn u64_at(&self, pointer: &str) -> Option<u64> {
+        self.json
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_u64)
+    }
+
+    /// Is it cgroup v2's type (it has v2's memory fields or events)?
+    pub fn is_v2(&self) -> bool {
+        self.json.get("memory_events").is_some()
+            || self
+                .json
+                .pointer("/memory/usage")
+                .is_some_and(|v| v.is_u64())
+            || self.json.pointer("/cpu/usage_usec").is_some()
+    }
+
+    /// Memory in use, in bytes (v1 memory.usage.usage, v2 memory.usage).
+    pub fn memory_usage(&self) -> u64 {
+        if self.is_v2() {
+            self.u64_at("/memory/usage")
+        } else {
+            self.u64_at("/memory/usage/usage")
+        }
+        .unwrap_or(0)
+    }
+
+    /// The memory limit, in bytes (v1 memory.usage.limit, v2 memory.usage_limit).
+    pub fn memory_limit(&self) -> u64 {
+        if self.is_v2() {
+            self.u64_at("/memory/usage_limit")
+        } else {
+            self.u64_at("/memory/usage/limit")
+        }
+        .unwrap_or(0)
+    }
+
+    /// CPU time used, in nanoseconds (v1 cpu.usage.total, v2 cpu.usage_usec × 1000).
+    pub fn cpu_ns(&self) -> u64 {
+        if self.is_v2() {
+            self.u64_at("/cpu/usage_usec").unwrap_or(0) * 1000
+        } else {
+            self.u64_at("/cpu/usage/total").unwrap_or(0)
+        }
+    }
+
+    /// Tasks in the cgroup (pids.current).
+    pub fn pids(&self) -> u64 {
+        self.u64_at("/pids/current").unwrap_or(0)
+    }
+
+    /// OOM kills in the cgroup (v1 memory_oom_control.oom_kill, v2 memory_events.oom_kill).
+    pub fn oom_kills(&self) -> u64 {
+        self.u64_at("/memory_oom_control/oom_kill")
+            .or_else(|| self.u64_at("/memory_events/oom_kill"))
+            .unwrap_or(0)
+    }
+}
+
+impl Ctr {
+    /// `ctr task metrics --format json ID`: the task's metrics, or what
+    /// ctr printed instead.
+    #[track_caller]
+    pub fn task_metrics(&self, id: &str) -> Result<Metrics, String> {
+        let out = self.run(&["task", "metrics", "--format", "json", id], CTR_TIMEOUT);
+        if !out.success() {
+            return Err(out.describe());
+        }
+        Metrics::parse(&out.stdout_str()).ok_or_else(|| out.describe())
+    }
+}
+
 /// The exit status `ctr task delete` reports: it logs "exit with non-zero
 /// exit code N" for non-zero statuses and nothing for 0.
 pub fn exit_status_from_delete(out: &Output) -> Option<u32> {
@@ -253,6 +338,43 @@ mod tests {
             timed_out: false,
             elapsed: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn reads_metrics_of_both_hierarchies() {
+        let v1 = Metrics::parse(
+            r#"{"pids":{"current":3},"cpu":{"usage":{"total":9395365,"per_cpu":[1,2]}},
+               "memory":{"usage":{"limit":33554432,"usage":536576}},"memory_oom_control":{"oom_kill":1}}"#,
+        )
+        .unwrap();
+        assert!(!v1.is_v2());
+        assert_eq!(
+            (
+                v1.memory_usage(),
+                v1.memory_limit(),
+                v1.cpu_ns(),
+                v1.pids(),
+                v1.oom_kills()
+            ),
+            (536576, 33554432, 9395365, 3, 1)
+        );
+        let v2 = Metrics::parse(
+            r#"{"pids":{"current":2},"cpu":{"usage_usec":1500},
+               "memory":{"usage":4096,"usage_limit":8192},"memory_events":{"oom_kill":2}}"#,
+        )
+        .unwrap();
+        assert!(v2.is_v2());
+        assert_eq!(
+            (
+                v2.memory_usage(),
+                v2.memory_limit(),
+                v2.cpu_ns(),
+                v2.pids(),
+                v2.oom_kills()
+            ),
+            (4096, 8192, 1_500_000, 2, 2)
+        );
+        assert!(Metrics::parse("ctr: no metrics received").is_none());
     }
 
     #[test]

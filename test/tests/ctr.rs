@@ -127,6 +127,36 @@ fn assert_no_leftovers(t: &E2e, id: &str, processes: &[Process], paths: &[PathBu
     );
 }
 
+/// Fails the test unless `got` is `want`, saying where they part. runc
+/// sometimes loses the tail of a large output (moby/moby#49655): with runc
+/// that is reported, not failed; runsc must deliver every byte.
+#[track_caller]
+fn assert_same_bytes(t: &E2e, got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let common = got.iter().zip(want).take_while(|(a, b)| a == b).count();
+    let truncated = common == got.len();
+    let how = if truncated {
+        format!(
+            "the first {common} bytes arrived, the last {} are missing",
+            want.len() - common
+        )
+    } else {
+        format!("they differ from byte {common} on")
+    };
+    let msg = format!(
+        "{what}: {} bytes instead of {}; {how}",
+        got.len(),
+        want.len()
+    );
+    if truncated && !t.is_runsc() {
+        println!("KNOWN: {} lost the end of an output: {msg}", t.runtime);
+        return;
+    }
+    panic!("{msg}");
+}
+
 fn sigkill_task(t: &E2e, id: &str) {
     t.ctr.ok(&["task", "kill", "-s", "SIGKILL", id]);
 }
@@ -190,26 +220,18 @@ fn binary_output_is_exact() {
     };
     let id = unique_id("e2e-bytes");
     let _guard = t.ctr.guard(&id);
-    // Every byte value, then 64 KiB of a pattern: no translation, nothing lost.
+    // Every byte value, then 1 MiB of a pattern: no translation, nothing lost.
     let script = "i=0; while [ $i -lt 256 ]; do printf \"\\\\$(printf %o $i)\"; i=$((i+1)); done; \
-                  head -c 65536 /dev/zero | tr '\\0' 'z'";
+                  head -c 1048576 /dev/zero | tr '\\0' 'z'";
     let out = t.ctr.run(
         &t.run_args(&["--rm"], &id, &["sh", "-c", script]),
         RUN_TIMEOUT,
     );
     assert_eq!(out.code, Some(0), "{}", out.describe());
     let mut expected: Vec<u8> = (0..=255u8).collect();
-    expected.extend_from_slice(&[b'z'; 65536]);
-    assert_eq!(
-        out.stdout.len(),
-        expected.len(),
-        "stdout length; stderr {:?}",
-        out.stderr_str()
-    );
-    assert!(
-        out.stdout == expected,
-        "stdout bytes differ from every byte value followed by 64 KiB of 'z'"
-    );
+    expected.extend(std::iter::repeat_n(b'z', 1 << 20));
+    let what = format!("stdout (stderr {:?})", out.stderr_str());
+    assert_same_bytes(&t, &out.stdout, &expected, &what);
 }
 
 #[test]
@@ -322,15 +344,35 @@ fn stdin_binary_roundtrip() {
         out.describe()
     );
     assert_eq!(out.code, Some(0), "{}", out.describe());
-    assert_eq!(
-        out.stdout.len(),
-        data.len(),
-        "bytes back; stderr {:?}",
-        out.stderr_str()
-    );
+    let what = format!("cat's stdout (stderr {:?})", out.stderr_str());
+    assert_same_bytes(&t, &out.stdout, &data, &what);
+}
+
+/// 256 KiB into `wc -c`: every byte of stdin reaches the container before
+/// its end (the output is a few bytes, so only the stdin path is measured).
+#[test]
+fn stdin_byte_count() {
+    let Some(t) = E2e::setup("stdin_byte_count") else {
+        return;
+    };
+    let id = unique_id("e2e-stdin-count");
+    let _guard = t.ctr.guard(&id);
+    let size = 256 * 1024;
+    let args = t.run_args(&["--rm"], &id, &["wc", "-c"]);
+    let input = Input::Delayed(Duration::from_millis(1500), vec![b'q'; size]);
+    let out = t.ctr.try_run(&args, input, STDIN_TIMEOUT);
     assert!(
-        out.stdout == data,
-        "the bytes that came back differ from those sent"
+        !out.timed_out,
+        "stdin EOF was not delivered: {}",
+        out.describe()
+    );
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let counted = out.stdout_str().trim().parse::<usize>().ok();
+    assert_eq!(
+        counted,
+        Some(size),
+        "bytes the container read from stdin: {}",
+        out.describe()
     );
 }
 
