@@ -195,6 +195,9 @@ impl Server {
         if ok {
             if let Some(exit) = st.exits.get(&pid).copied() {
                 Self::announce_exit(&mut st, cid, pid, exit);
+                // Wake the events long poll: the exit came before this.
+                drop(st);
+                self.state.1.notify_all();
             }
         } else {
             st.owner.remove(&pid);

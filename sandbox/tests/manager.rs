@@ -767,3 +767,43 @@ fn sysctls_reach_a_pod_network_namespace_owned_by_the_host() {
     let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
     assert_ne!(host.trim(), "0");
 }
+
+#[test]
+fn a_fast_exec_exit_wakes_the_events_poll_at_once() {
+    let Some(rootfs) = enabled() else { return };
+    let mut fx = Fixture::new("evt", &rootfs);
+    let spec = fx.spec(&["sleep", "107"]);
+    let id = fx.id.clone();
+    let sb = fx.boot(&spec);
+    sb.create_container(&id, &spec, &[], ContainerStdio::Null)
+        .unwrap();
+    sb.start_container(&id).unwrap();
+    let last = sb
+        .events(0, Duration::from_millis(0))
+        .unwrap()
+        .last()
+        .map_or(0, |e| e.seq);
+    let process = ProcessBuilder::default()
+        .args(vec!["true".into()])
+        .cwd("/")
+        .build()
+        .unwrap();
+    let mut slowest = Duration::ZERO;
+    let mut after = last;
+    for _ in 0..10 {
+        let pid = sb.exec(&id, &process, None).unwrap().pid;
+        let started = Instant::now();
+        let events = sb.events(after, Duration::from_secs(5)).unwrap();
+        let ev = events
+            .iter()
+            .find(|e| e.pid == pid)
+            .unwrap_or_else(|| panic!("no exit event for exec {pid}: {events:?}"));
+        assert_eq!(ev.exit_status, 0);
+        after = events.last().unwrap().seq;
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "an exec's exit reached the events poll after {slowest:?}"
+    );
+}

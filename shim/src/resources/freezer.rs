@@ -150,6 +150,44 @@ mod tests {
         assert_eq!(r.get("freezer", "cgroup.freeze"), "0");
     }
 
+    /// The v2 freezer of the running kernel, on a host that mounts a
+    /// unified hierarchy beside its v1 ones (/sys/fs/cgroup/unified, where
+    /// the freezer is built in); skipped elsewhere and when not root.
+    #[test]
+    fn v2_freezer_of_the_kernel() {
+        let root = std::path::Path::new("/sys/fs/cgroup/unified");
+        if !nix::unistd::geteuid().is_root() || !sandbox::manager::cgroup::host_is_v2(root) {
+            println!("SKIP v2_freezer_of_the_kernel: no unified hierarchy at {root:?} or not root");
+            return;
+        }
+        let cg = Cgroup::new(sandbox::manager::cgroup::Placement {
+            path: format!("/runsc-shim-freezer-test-{}", std::process::id()),
+            v2: true,
+            root: root.to_path_buf(),
+        });
+        let dir = cg.dir("freezer");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        cg.write("freezer", "cgroup.procs", &child.id().to_string())
+            .unwrap();
+        let outcome = (|| -> Result<(FreezerState, FreezerState), ResourceError> {
+            freeze(&cg, Duration::from_secs(5))?;
+            let frozen = current(&cg)?;
+            thaw(&cg, Duration::from_secs(5))?;
+            Ok((frozen, current(&cg)?))
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(
+            outcome.unwrap(),
+            (FreezerState::Frozen, FreezerState::Thawed)
+        );
+    }
+
     #[test]
     fn a_missing_freezer_fails() {
         let r = FakeRoot::new(false);
