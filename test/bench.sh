@@ -2,6 +2,7 @@
 # Benchmark of runsc-rs against runc through containerd, from one run, side by side:
 #   cold start    `ctr run --rm IMAGE ID true`, wall time of ctr
 #   exec latency  `ctr task exec --exec-id E ID true` into a running `sleep` container
+#   syscall loop  `dd if=/dev/zero of=/dev/null bs=1` inside that container, timed by busybox time
 #   idle memory   PSS (sum of Pss in /proc/PID/smaps_rollup) of one idle `sleep` container's
 #                 shim + runsc-sandbox processes (runc: its shim; runc has no sandbox process),
 #                 and, separately, of the container's own processes
@@ -24,6 +25,9 @@ set -euo pipefail
 require_root
 
 RUNS=${BENCH_RUNS:-20}
+# The syscall loop: runs, and bytes copied one at a time (two syscalls each).
+SYSCALL_RUNS=${BENCH_SYSCALL_RUNS:-5}
+SYSCALL_COUNT=${BENCH_SYSCALL_COUNT:-2000000}
 SETTLE=${BENCH_SETTLE:-1}
 STATS_RUNS=${BENCH_STATS_RUNS:-100}
 STATS_RPC_RUNS=${BENCH_STATS_RPC_RUNS:-1000}
@@ -168,6 +172,16 @@ bench_runtime() {
         timed_ctr "$work/$key.exec" task exec --exec-id "e$i" "$id" true
     done
 
+    log "$rt: syscall loop x$SYSCALL_RUNS (dd bs=1 count=$SYSCALL_COUNT: 2 syscalls a byte)"
+    for i in $(seq 1 "$SYSCALL_RUNS"); do
+        # busybox time prints "real\t0m 1.23s" on stderr; measured inside the
+        # container, so neither ctr nor containerd is in the figure.
+        CTR task exec --exec-id "sys$i" "$id" busybox time dd if=/dev/zero of=/dev/null bs=1 \
+            count="$SYSCALL_COUNT" 2>&1 | awk '/^real/ {
+                split($2, m, "m"); s = $3; sub(/s$/, "", s); printf "%.0f\n", (m[1] * 60 + s) * 1000
+            }' >>"$work/$key.syscall"
+    done
+
     log "$rt: Stats latency: ctr task metrics x$STATS_RUNS, direct RPC x$STATS_RPC_RUNS"
     timed_ctr "" task metrics "$id"
     for i in $(seq 1 "$STATS_RUNS"); do
@@ -255,6 +269,7 @@ row() {
 }
 row "cold start, ctr run --rm true (ms)" cold
 row "exec latency, ctr task exec true (ms)" exec
+row "syscall loop, dd bs=1 inside (ms)" syscall %d
 row "idle PSS, shim + sandbox (MiB)" pss
 row "  processes counted" nproc %d
 row "idle PSS, container's processes (MiB)" work
