@@ -305,6 +305,28 @@ pub fn bundle_dir(namespace: &str, id: &str) -> PathBuf {
         .join(id)
 }
 
+/// What of container or pod `id` is still on the host, one line each:
+/// its shim and sandbox processes (not already in `left`), mounts and
+/// cgroups naming it. Appended to `left`.
+pub fn traces_of(id: &str, left: &mut Vec<String>) {
+    for p in shim_processes(id).into_iter().chain(sandbox_processes(id)) {
+        let line = format!("process {}", p.describe());
+        if !left.contains(&line) {
+            left.push(line);
+        }
+    }
+    left.extend(
+        mounts_containing(id)
+            .into_iter()
+            .map(|m| format!("mount {m}")),
+    );
+    left.extend(
+        cgroups_containing(id)
+            .into_iter()
+            .map(|c| format!("cgroup {}", c.display())),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,25 +79,7 @@ fn leftovers(t: &E2e, id: &str, processes: &[Process], paths: &[PathBuf]) -> Vec
         .filter_map(|p| Process::read(p.pid).filter(|now| now.start_time == p.start_time))
         .map(|p| format!("process {}", p.describe()))
         .collect();
-    for p in host::shim_processes(id)
-        .into_iter()
-        .chain(host::sandbox_processes(id))
-    {
-        let line = format!("process {}", p.describe());
-        if !left.contains(&line) {
-            left.push(line);
-        }
-    }
-    left.extend(
-        host::mounts_containing(id)
-            .into_iter()
-            .map(|m| format!("mount {m}")),
-    );
-    left.extend(
-        host::cgroups_containing(id)
-            .into_iter()
-            .map(|c| format!("cgroup {}", c.display())),
-    );
+    host::traces_of(id, &mut left);
     let mut gone = vec![host::bundle_dir(&t.ctr.namespace, id)];
     if t.is_runsc() {
         gone.extend(host::runsc_state_dirs(id));

@@ -1426,25 +1426,7 @@ fn removing_the_pod_leaves_nothing_behind() {
             .map(|p| format!("process {}", p.describe()))
             .collect();
         for id in &ids {
-            for p in host::shim_processes(id)
-                .into_iter()
-                .chain(host::sandbox_processes(id))
-            {
-                let line = format!("process {}", p.describe());
-                if !left.contains(&line) {
-                    left.push(line);
-                }
-            }
-            left.extend(
-                host::mounts_containing(id)
-                    .into_iter()
-                    .map(|m| format!("mount {m}")),
-            );
-            left.extend(
-                host::cgroups_containing(id)
-                    .into_iter()
-                    .map(|c| format!("cgroup {}", c.display())),
-            );
+            host::traces_of(id, &mut left);
             left.extend(
                 host::runsc_state_dirs(id)
                     .into_iter()
