@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::api::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
@@ -28,35 +27,9 @@ pub const RUNSC_HANDLER: &str = "runsc";
 /// The containerd namespace of the CRI.
 pub const CRI_NAMESPACE: &str = "k8s.io";
 
-/// Are the end-to-end tests asked for (RUNSC_E2E=1)?
-pub fn e2e_enabled() -> bool {
-    std::env::var("RUNSC_E2E").is_ok_and(|v| v == "1")
-}
-
-/// A name unique to this test run: `PREFIX-PID-N-T`.
-pub fn unique_name(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() % 100_000)
-        .unwrap_or(0);
-    format!("{prefix}-{}-{n}-{t}", std::process::id())
-}
-
-/// Polls `check` every 100 ms until it holds; false after `timeout`.
-pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+// The run-wide helpers are the ctr suite's: one definition of "asked for",
+// of a unique name and of polling.
+pub use runsc_tests::{e2e_enabled, unique_id as unique_name, wait_until};
 
 /// The namespaces kubelet asks for by default: the pod's network and IPC,
 /// a PID namespace per container.
