@@ -19,6 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult};
@@ -86,6 +87,9 @@ pub struct BootArgs {
     pub console: bool,
     /// Platform device (e.g. /dev/kvm) for platforms that need one.
     pub device_fd: Option<RawFd>,
+    /// /dev/fuse, opened in the sandbox's user namespace by the host's
+    /// root, for the limits view (see [`crate::limits`]).
+    pub fuse_fd: Option<RawFd>,
     /// The directory to build the minimal root in (host path, empty).
     pub root_dir: PathBuf,
     /// The host directory the manager stages container files in.
@@ -126,6 +130,9 @@ impl BootArgs {
         if let Some(fd) = self.device_fd {
             a.push(format!("--device-fd={fd}"));
         }
+        if let Some(fd) = self.fuse_fd {
+            a.push(format!("--fuse-fd={fd}"));
+        }
         if let Some(n) = self.cpu_num {
             a.push(format!("--cpu-num={n}"));
         }
@@ -159,6 +166,7 @@ impl BootArgs {
                 }
                 "--console" => b.console = true,
                 "--device-fd" => b.device_fd = Some(fd(v)?),
+                "--fuse-fd" => b.fuse_fd = Some(fd(v)?),
                 "--root-dir" => b.root_dir = PathBuf::from(v),
                 "--shared-dir" => b.shared_dir = PathBuf::from(v),
                 "--cpu-num" => {
@@ -280,7 +288,13 @@ fn pod_init(args: BootArgs) -> Result<std::convert::Infallible, BootError> {
     if let Some(h) = spec.hostname() {
         nix::unistd::sethostname(h).map_err(sys("setting the hostname"))?;
     }
-    setup_minimal_root(&args.root_dir, &args.shared_dir)?;
+    // SAFETY: the manager placed /dev/fuse at this descriptor for us alone
+    // (it may be closed if the open failed: then the view is skipped).
+    let fuse = args
+        .fuse_fd
+        .map(|fd| File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+    let view = setup_minimal_root(&args.root_dir, &args.shared_dir, fuse)?;
+    let pod_boot = enter_pod_time_namespace();
 
     let fds = FdStore::default();
     let mut keep: HashSet<RawFd> = [
@@ -294,6 +308,7 @@ fn pod_init(args: BootArgs) -> Result<std::convert::Infallible, BootError> {
         keep.insert(fd);
     }
     keep.extend(args.device_fd);
+    keep.extend(view.as_ref().map(|v| v.as_raw_fd()));
     if !args.stdio_fds.is_empty() {
         let mut stdio = Vec::new();
         for fd in &args.stdio_fds {
@@ -316,7 +331,8 @@ fn pod_init(args: BootArgs) -> Result<std::convert::Infallible, BootError> {
     close_other_fds(&keep)?;
     install_own_seccomp()?;
 
-    let server = Server::new(fds.clone());
+    let limits = view.and_then(|dev| start_limits_view(dev, pod_boot));
+    let server = Server::new(fds.clone(), limits);
     fds.serve(fd_channel)
         .map_err(io("starting the fd channel"))?;
     let service =
@@ -374,8 +390,63 @@ fn reap_forever(server: &Server) -> ! {
     }
 }
 
-/// Builds the minimal root in `root` and pivots into it.
-fn setup_minimal_root(root: &Path, shared: &Path) -> Result<(), BootError> {
+/// Puts the pod's processes (this one's children) in a time namespace whose
+/// boot is now, so that their uptime, btime and process start times count
+/// from the pod's start; returns the host's CLOCK_BOOTTIME of that moment.
+fn enter_pod_time_namespace() -> std::time::Duration {
+    let now = crate::limits::boottime();
+    if let Err(e) = nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
+        log::warn!("no time namespace for the pod ({e}): workloads see the host's uptime");
+        return std::time::Duration::ZERO;
+    }
+    // Offsets are "seconds nanoseconds", nanoseconds in [0, 1e9).
+    let (secs, nanos) = if now.subsec_nanos() == 0 {
+        (-(now.as_secs() as i64), 0)
+    } else {
+        (
+            -(now.as_secs() as i64) - 1,
+            1_000_000_000 - now.subsec_nanos(),
+        )
+    };
+    if let Err(e) = std::fs::write(
+        "/proc/self/timens_offsets",
+        format!("boottime {secs} {nanos}\n"),
+    ) {
+        log::warn!("setting the pod's boot time: {e}");
+        return std::time::Duration::ZERO;
+    }
+    now
+}
+
+/// Starts serving the limits view mounted from `dev`, and the
+/// sched_getaffinity answerer.
+fn start_limits_view(dev: File, pod_boot: std::time::Duration) -> Option<crate::limits::Service> {
+    let registry = std::sync::Arc::new(crate::limits::Registry::new(pod_boot));
+    let watcher = match crate::limits::affinity::Watcher::start() {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("no sched_getaffinity answers: {e}");
+            return None;
+        }
+    };
+    let r = registry.clone();
+    if let Err(e) = std::thread::Builder::new()
+        .name("limits-view".into())
+        .spawn(move || crate::limits::fuse::serve(dev, r))
+    {
+        log::warn!("not serving the limits view: {e}");
+        return None;
+    }
+    Some(crate::limits::Service { registry, watcher })
+}
+
+/// Builds the minimal root in `root` and pivots into it; returns the
+/// FUSE device of the limits view mounted there, when it could be.
+fn setup_minimal_root(
+    root: &Path,
+    shared: &Path,
+    fuse: Option<File>,
+) -> Result<Option<File>, BootError> {
     // Nothing we mount may reach the host; /shared keeps receiving.
     mount(
         None::<&str>,
@@ -396,7 +467,7 @@ fn setup_minimal_root(root: &Path, shared: &Path) -> Result<(), BootError> {
         "mounting the minimal root on {}",
         root.display()
     )))?;
-    for d in ["proc", "dev", "sys", "shared", "tmp"] {
+    for d in ["proc", "dev", "sys", "shared", "tmp", "limits"] {
         std::fs::create_dir(root.join(d)).map_err(io(format!("creating /{d}")))?;
     }
     for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
@@ -442,6 +513,17 @@ fn setup_minimal_root(root: &Path, shared: &Path) -> Result<(), BootError> {
         .map_err(sys("binding /sys"))?;
     }
     expose_own_libraries(root)?;
+    let view_dir = root.join(crate::limits::MOUNT_POINT.trim_start_matches('/'));
+    let view = match crate::limits::fuse::mount_view(&view_dir, fuse) {
+        Ok(dev) => Some(dev),
+        Err(e) => {
+            let cause = std::error::Error::source(&e)
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            log::warn!("workloads will see the host's CPUs and memory: {e}: {cause}");
+            None
+        }
+    };
     mount(
         Some(shared),
         &root.join("shared"),
@@ -463,7 +545,7 @@ fn setup_minimal_root(root: &Path, shared: &Path) -> Result<(), BootError> {
         Some("mode=755,size=1m"),
     )
     .map_err(sys("making the minimal root read-only"))?;
-    Ok(())
+    Ok(view)
 }
 
 /// The sandbox re-executes itself (/proc/self/exe) to start container

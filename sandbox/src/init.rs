@@ -36,6 +36,13 @@ pub struct InitRequest {
     /// master goes back to the sandbox with the ready reply.
     #[serde(default)]
     pub console: bool,
+    /// The directory of the container's limits view, whose files the init
+    /// binds over /proc and /sys (see [`crate::limits`]).
+    #[serde(default)]
+    pub view: Option<std::path::PathBuf>,
+    /// Hand the sandbox a sched_getaffinity listener with the reply.
+    #[serde(default)]
+    pub affinity: bool,
 }
 
 /// Kinds of failure a helper reports, so the host can pick a ttrpc code.
@@ -56,6 +63,10 @@ pub struct InitReply {
     pub error: Option<String>,
     /// What kind of failure `error` is.
     pub kind: Option<FailureKind>,
+    /// A sched_getaffinity listener comes with the reply (after the pty
+    /// master, if any).
+    #[serde(default)]
+    pub listener: bool,
 }
 
 /// Writes one length-prefixed message.
@@ -67,11 +78,11 @@ pub(crate) fn write_msg(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> 
     w.flush()
 }
 
-/// Writes one length-prefixed message carrying descriptor `fd`.
-pub(crate) fn write_msg_with_fd(
+/// Writes one length-prefixed message carrying descriptors `fds`.
+pub(crate) fn write_msg_with_fds(
     sock: &std::fs::File,
     body: &[u8],
-    fd: std::os::fd::RawFd,
+    fds: &[std::os::fd::RawFd],
 ) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let len = u32::try_from(body.len())
@@ -79,8 +90,7 @@ pub(crate) fn write_msg_with_fd(
     let mut buf = len.to_le_bytes().to_vec();
     buf.extend_from_slice(body);
     let iov = [std::io::IoSlice::new(&buf)];
-    let fds = [fd];
-    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(fds)];
     let sent = nix::sys::socket::sendmsg::<()>(
         sock.as_raw_fd(),
         &iov,
@@ -246,7 +256,12 @@ fn reply(sock: &mut std::fs::File, error: Option<(String, FailureKind)>) {
         Some((e, k)) => (Some(e), Some(k)),
         None => (None, None),
     };
-    let body = serde_json::to_vec(&InitReply { error, kind }).unwrap_or_default();
+    let body = serde_json::to_vec(&InitReply {
+        error,
+        kind,
+        listener: false,
+    })
+    .unwrap_or_default();
     let _ = write_msg(sock, &body);
 }
 
@@ -341,8 +356,24 @@ fn run(role: Role, sock: &mut std::fs::File) -> Result<Never, (String, FailureKi
             .map_err(|e| internal("making the terminal the controlling terminal", &e))?;
     }
     if role == Role::Container {
-        container::setup_rootfs(spec).map_err(fail)?;
+        container::setup_rootfs(spec, req.view.as_deref()).map_err(fail)?;
     }
+    // Before the user and capabilities change: installing a filter needs
+    // CAP_SYS_ADMIN or no_new_privs.
+    let listener = if req.affinity {
+        let installed = crate::seccomp::notify_filter(libc::SYS_sched_getaffinity)
+            .and_then(|p| crate::seccomp::install_notifying(&p));
+        match installed {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                // Nested listeners are refused (EBUSY): the kernel answers.
+                log::debug!("no sched_getaffinity listener: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let console = if req.console {
         Some(make_console()?)
     } else {
@@ -350,19 +381,28 @@ fn run(role: Role, sock: &mut std::fs::File) -> Result<Never, (String, FailureKi
     };
     let exec = container::prepare(process, spec.linux().as_ref()).map_err(fail)?;
     container::apply(process, spec.linux().as_ref()).map_err(fail)?;
-    match console {
-        Some(master) => {
-            use std::os::fd::AsRawFd;
-            let body = serde_json::to_vec(&InitReply {
-                error: None,
-                kind: None,
-            })
-            .unwrap_or_default();
-            write_msg_with_fd(sock, &body, master.as_raw_fd())
-                .map_err(|e| internal("sending the pty master", &e))?;
+    {
+        use std::os::fd::AsRawFd;
+        let fds: Vec<i32> = console
+            .iter()
+            .chain(listener.iter())
+            .map(|f| f.as_raw_fd())
+            .collect();
+        let body = serde_json::to_vec(&InitReply {
+            error: None,
+            kind: None,
+            listener: listener.is_some(),
+        })
+        .unwrap_or_default();
+        if fds.is_empty() {
+            write_msg(sock, &body).map_err(|e| internal("sending the reply", &e))?;
+        } else {
+            write_msg_with_fds(sock, &body, &fds)
+                .map_err(|e| internal("sending the pty master and listener", &e))?;
         }
-        None => reply(sock, None),
     }
+    drop(listener);
+    drop(console);
     if role == Role::Container {
         match read_msg(sock) {
             Ok(Some(m)) if m == b"start" => {}

@@ -11,6 +11,7 @@ pub mod boot;
 pub mod debug_run;
 pub mod fdpass;
 pub mod init;
+pub mod limits;
 pub mod logging;
 pub mod manager;
 mod server;

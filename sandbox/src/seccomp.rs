@@ -11,6 +11,7 @@
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompOperator,
@@ -305,6 +306,36 @@ fn seccomp_syscall_program(
 /// process; they are inherited across fork and execve. Does not allocate, so
 /// it may be called in a child between fork and exec.
 pub fn install(programs: &[BpfProgram]) -> Result<(), SeccompError> {
+    for (index, program) in programs.iter().enumerate() {
+        set_filter(index, program, 0)?;
+    }
+    Ok(())
+}
+
+/// Installs the one-syscall program of [`notify_filter`] on the calling
+/// thread and returns its user-notification listener (close-on-exec).
+/// Needs no_new_privs or CAP_SYS_ADMIN, like [`install`].
+pub fn install_notifying(program: &BpfProgram) -> Result<OwnedFd, SeccompError> {
+    let fd = set_filter(
+        0,
+        program,
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as libc::c_uint,
+    )?;
+    let fd = i32::try_from(fd).map_err(|_| SeccompError::Install {
+        index: 0,
+        source: io::Error::from_raw_os_error(libc::EBADF),
+    })?;
+    // SAFETY: with FLAG_NEW_LISTENER the kernel returns a new descriptor
+    // that this process owns and nothing else refers to.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, program)`; its return value.
+fn set_filter(
+    index: usize,
+    program: &BpfProgram,
+    flags: libc::c_uint,
+) -> Result<libc::c_long, SeccompError> {
     /// `struct sock_fprog` from linux/filter.h, over seccompiler's instructions.
     #[repr(C)]
     struct SockFprog {
@@ -312,39 +343,58 @@ pub fn install(programs: &[BpfProgram]) -> Result<(), SeccompError> {
         filter: *const sock_filter,
     }
 
-    for (index, program) in programs.iter().enumerate() {
-        if program.is_empty() {
-            return Err(SeccompError::EmptyProgram { index });
-        }
-        let len = u16::try_from(program.len())
-            .ok()
-            .filter(|len| usize::from(*len) <= BPF_MAX_LEN)
-            .ok_or(SeccompError::ProgramTooLong { len: program.len() })?;
-        let fprog = SockFprog {
-            len,
-            filter: program.as_ptr(),
-        };
-        let flags: libc::c_uint = 0;
-        // SAFETY: `fprog` points at `len` initialised instructions of `program`,
-        // whose `sock_filter` is `#[repr(C)]` with the kernel's layout (size
-        // checked above); both outlive the call, and the kernel only copies
-        // them in and never writes to them.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                flags,
-                std::ptr::addr_of!(fprog),
-            )
-        };
-        if rc != 0 {
-            return Err(SeccompError::Install {
-                index,
-                source: io::Error::last_os_error(),
-            });
-        }
+    if program.is_empty() {
+        return Err(SeccompError::EmptyProgram { index });
     }
-    Ok(())
+    let len = u16::try_from(program.len())
+        .ok()
+        .filter(|len| usize::from(*len) <= BPF_MAX_LEN)
+        .ok_or(SeccompError::ProgramTooLong { len: program.len() })?;
+    let fprog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: `fprog` points at `len` initialised instructions of `program`,
+    // whose `sock_filter` is `#[repr(C)]` with the kernel's layout (size
+    // checked above); both outlive the call, and the kernel only copies
+    // them in and never writes to them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            std::ptr::addr_of!(fprog),
+        )
+    };
+    if rc < 0 {
+        return Err(SeccompError::Install {
+            index,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(rc)
+}
+
+/// A program that sends syscall `nr` of the native ABI to the user-space
+/// listener and allows everything else (the filters the container's spec
+/// asks for still apply: the kernel keeps the strictest answer).
+pub fn notify_filter(nr: i64) -> Result<BpfProgram, SeccompError> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err(SeccompError::UnsupportedHostArch);
+    }
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    Ok(vec![
+        insn(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        insn(JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
+        insn(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        insn(JEQ_K, 0, 1, nr as u32),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ])
 }
 
 /// Syscalls [`sandbox_filter`] refuses with EPERM; the reasons are there.

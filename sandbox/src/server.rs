@@ -95,6 +95,8 @@ struct Container {
     /// Pids of execs still tracked, with their terminals.
     execs: HashMap<i32, Option<OwnedFd>>,
     spec: oci_spec::runtime::Spec,
+    /// The limits its processes are shown, when it has a cgroup.
+    limits: Option<Arc<crate::limits::Limits>>,
 }
 
 #[derive(Default)]
@@ -125,6 +127,16 @@ pub struct Server {
     fds: FdStore,
     /// Serialises spawning, which changes the spawning thread's namespaces.
     spawn_lock: Arc<Mutex<()>>,
+    /// The limits view, when the sandbox could mount it.
+    limits: Option<crate::limits::Service>,
+}
+
+/// What a helper answered when ready.
+struct Ready {
+    reply: Option<InitReply>,
+    console: Option<Console>,
+    /// Its sched_getaffinity listener.
+    listener: Option<OwnedFd>,
 }
 
 fn now_ns() -> i64 {
@@ -148,12 +160,56 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ServerError {
 }
 
 impl Server {
-    /// A server taking its descriptors from `fds`.
-    pub fn new(fds: FdStore) -> Self {
+    /// A server taking its descriptors from `fds`, showing containers
+    /// their limits through `limits`.
+    pub fn new(fds: FdStore, limits: Option<crate::limits::Service>) -> Self {
         Server {
             state: Arc::new((Mutex::new(State::default()), Condvar::new())),
             fds,
             spawn_lock: Arc::new(Mutex::new(())),
+            limits,
+        }
+    }
+
+    /// Starts showing container `cid` the limits of the cgroup whose
+    /// directories were sent under `token`; returns them and the directory
+    /// of its view files.
+    fn add_limits(
+        &self,
+        cid: &str,
+        token: u64,
+        controllers: &[String],
+    ) -> Result<Option<(Arc<crate::limits::Limits>, std::path::PathBuf)>> {
+        let dirs = match token {
+            0 => return Ok(None),
+            t => self.fds.take(t).ok_or_else(|| {
+                ServerError::InvalidArgument(format!(
+                    "container {cid}: no descriptors were sent under limits token {t}"
+                ))
+            })?,
+        };
+        if dirs.len() != controllers.len() {
+            return Err(ServerError::InvalidArgument(format!(
+                "container {cid}: {} cgroup directories for {} controllers",
+                dirs.len(),
+                controllers.len()
+            )));
+        }
+        let Some(service) = &self.limits else {
+            return Ok(None);
+        };
+        let view = crate::limits::CgroupView::new(controllers.iter().cloned().zip(dirs).collect());
+        Ok(Some(service.registry.add(cid, view)))
+    }
+
+    /// Answers the sched_getaffinity questions of a helper's processes.
+    fn watch_affinity(
+        &self,
+        listener: Option<OwnedFd>,
+        limits: Option<&Arc<crate::limits::Limits>>,
+    ) {
+        if let (Some(listener), Some(limits), Some(service)) = (listener, limits, &self.limits) {
+            service.watcher.watch(listener, limits.clone());
         }
     }
 
@@ -360,13 +416,8 @@ impl Server {
 
     /// Reads the helper's ready reply and, for a console, the pty master
     /// sent with it, stored on the fd channel under a new token.
-    fn read_ready(
-        &self,
-        sock: &mut File,
-        cid: &str,
-        console: bool,
-    ) -> Result<(Option<InitReply>, Option<Console>)> {
-        let (body, mut fds) = init::read_msg_with_fds(sock)
+    fn read_ready(&self, sock: &mut File, cid: &str, console: bool) -> Result<Ready> {
+        let (body, fds) = init::read_msg_with_fds(sock)
             .map_err(|e| internal(&format!("container {cid}: reading init reply"), e))?;
         let reply = match body {
             None => None,
@@ -376,18 +427,44 @@ impl Server {
             ),
         };
         let ok = reply.as_ref().is_some_and(|r| r.error.is_none());
-        if !(console && ok) {
-            return Ok((reply, None));
+        if !ok {
+            return Ok(Ready {
+                reply,
+                console: None,
+                listener: None,
+            });
         }
-        let master = fds.pop().ok_or_else(|| {
-            ServerError::Internal(format!("container {cid}: the init sent no pty master"))
-        })?;
+        // In order: the pty master (for a console), the listener.
+        let mut fds = fds.into_iter();
+        let master = if console {
+            Some(fds.next().ok_or_else(|| {
+                ServerError::Internal(format!("container {cid}: the init sent no pty master"))
+            })?)
+        } else {
+            None
+        };
+        let listener = if reply.as_ref().is_some_and(|r| r.listener) {
+            fds.next()
+        } else {
+            None
+        };
+        let Some(master) = master else {
+            return Ok(Ready {
+                reply,
+                console: None,
+                listener,
+            });
+        };
         let keep = master
             .try_clone()
             .map_err(|e| internal("duplicating the pty master", e))?;
         let token = crate::fdpass::new_token();
         self.fds.insert(token, vec![master]);
-        Ok((reply, Some((token, keep))))
+        Ok(Ready {
+            reply,
+            console: Some((token, keep)),
+            listener,
+        })
     }
 
     fn read_reply(sock: &mut File, cid: &str) -> Result<Option<InitReply>> {
@@ -465,23 +542,39 @@ impl Server {
                 ))
             })?,
         });
-        let (pid, mut sock) = self.spawn_helper(
+        let limits = self.add_limits(&cid, req.limits_token, &req.limits_controllers)?;
+        let forget_limits = || {
+            if let Some(service) = &self.limits {
+                service.registry.remove(&cid);
+            }
+        };
+        let (pid, mut sock) = match self.spawn_helper(
             init::Role::Container,
             fds,
             shared_pidns.as_ref(),
             None,
             &cgroup_procs,
-        )?;
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                forget_limits();
+                return Err(e);
+            }
+        };
         self.track(pid, &cid);
         let kill_helper = |pid: i32| {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
             self.confirm(pid, &cid, false);
+            forget_limits();
         };
         let request = InitRequest {
             spec: spec.clone(),
             terminal: stdio.terminal,
             console,
+            view: limits.as_ref().map(|(_, dir)| dir.clone()),
+            affinity: limits.is_some(),
         };
+        let limits = limits.map(|(l, _)| l);
         let body = serde_json::to_vec(&request).map_err(|e| internal("encoding the spec", e))?;
         if let Err(e) = init::write_msg(&mut sock, &body) {
             kill_helper(pid);
@@ -489,17 +582,22 @@ impl Server {
         }
         let mut console_token = 0;
         match self.read_ready(&mut sock, &cid, console) {
-            Ok((Some(r), master)) if r.error.is_none() => {
+            Ok(Ready {
+                reply: Some(r),
+                console: master,
+                listener,
+            }) if r.error.is_none() => {
                 if let Some((token, keep)) = master {
                     console_token = token;
                     tty = Some(keep);
                 }
+                self.watch_affinity(listener, limits.as_ref());
             }
-            Ok((Some(r), _)) => {
+            Ok(Ready { reply: Some(r), .. }) => {
                 kill_helper(pid);
                 return Err(Self::reply_error(&cid, "creating", r));
             }
-            Ok((None, _)) => {
+            Ok(Ready { reply: None, .. }) => {
                 kill_helper(pid);
                 return Err(ServerError::Internal(format!(
                     "container {cid}: init exited while creating the container"
@@ -540,6 +638,7 @@ impl Server {
                 tty,
                 execs: HashMap::new(),
                 spec,
+                limits,
             },
         );
         drop(st);
@@ -586,7 +685,7 @@ impl Server {
         let cid = req.container_id.as_str();
         let process: oci_spec::runtime::Process = serde_json::from_slice(&req.process_json)
             .map_err(|e| ServerError::InvalidArgument(format!("container {cid}: process: {e}")))?;
-        let (pidns, mntns, mut spec, cgroup_procs) = {
+        let (pidns, mntns, mut spec, cgroup_procs, limits) = {
             let st = self.lock();
             let c = st
                 .containers
@@ -609,6 +708,7 @@ impl Server {
                     .map_err(|e| internal("duplicating a namespace", e))?,
                 c.spec.clone(),
                 c.cgroup_procs.clone(),
+                c.limits.clone(),
             )
         };
         spec.set_process(Some(process));
@@ -626,18 +726,21 @@ impl Server {
             spec,
             terminal: stdio.terminal,
             console,
+            view: None,
+            affinity: limits.is_some(),
         };
         let body = serde_json::to_vec(&request).map_err(|e| internal("encoding the spec", e))?;
         let mut console_token = 0;
         let result = init::write_msg(&mut sock, &body)
             .map_err(|e| internal(&format!("container {cid}: sending the exec"), e))
             .and_then(|()| self.read_ready(&mut sock, cid, console))
-            .and_then(|(r, master)| match r {
+            .and_then(|ready| match ready.reply {
                 Some(r) if r.error.is_none() => {
-                    if let Some((token, keep)) = master {
+                    if let Some((token, keep)) = ready.console {
                         console_token = token;
                         tty = Some(keep);
                     }
+                    self.watch_affinity(ready.listener, limits.as_ref());
                     Self::read_reply(&mut sock, cid)
                 }
                 other => Ok(other),
@@ -930,6 +1033,9 @@ impl Server {
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
+        }
+        if let Some(service) = &self.limits {
+            service.registry.remove(cid);
         }
         let mut st = self.lock();
         st.containers.remove(cid);

@@ -561,3 +561,209 @@ fn update_raises_the_memory_limit() {
         topics(&evs)
     );
 }
+
+// ---------------------------------------------------------------- limits seen inside
+
+/// What a container reads about its CPUs and memory.
+#[derive(Debug)]
+struct SeenLimits {
+    nproc: u32,
+    online: String,
+    cpuinfo_processors: usize,
+    /// MemTotal, MemFree, MemAvailable in kB.
+    mem: (u64, u64, u64),
+    /// Lines of /proc/stat naming a CPU ("cpu " and "cpuN").
+    stat_cpu_lines: usize,
+    btime: u64,
+    uptime_secs: f64,
+}
+
+/// Parses the output of [`SHOW_LIMITS`].
+fn seen_limits(text: &str) -> SeenLimits {
+    let section = |name: &str| -> Vec<&str> {
+        text.split(&format!("=={name}==\n"))
+            .nth(1)
+            .map(|rest| rest.split("==").next().unwrap_or_default())
+            .unwrap_or_default()
+            .lines()
+            .collect()
+    };
+    let meminfo = section("meminfo");
+    let kb = |key: &str| -> u64 {
+        meminfo
+            .iter()
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc/meminfo: {text}"))
+    };
+    let stat = section("stat");
+    SeenLimits {
+        nproc: section("nproc")
+            .first()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("nproc printed no number: {text}")),
+        online: section("online").first().unwrap_or(&"").trim().to_string(),
+        cpuinfo_processors: section("cpuinfo")
+            .iter()
+            .filter(|l| l.starts_with("processor"))
+            .count(),
+        mem: (kb("MemTotal"), kb("MemFree"), kb("MemAvailable")),
+        stat_cpu_lines: stat.iter().filter(|l| l.starts_with("cpu")).count(),
+        btime: stat
+            .iter()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no btime in /proc/stat: {text}")),
+        uptime_secs: section("uptime")
+            .first()
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no uptime in /proc/uptime: {text}")),
+    }
+}
+
+/// The shell script printing what [`seen_limits`] parses. `cat` is
+/// busybox's, which copies with sendfile.
+const SHOW_LIMITS: &str = "echo ==nproc==; nproc; echo ==online==; \
+cat /sys/devices/system/cpu/online; echo ==cpuinfo==; cat /proc/cpuinfo; \
+echo ==meminfo==; cat /proc/meminfo; echo ==stat==; cat /proc/stat; \
+echo ==uptime==; cat /proc/uptime; echo ==end==";
+
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+fn host_mem_total_kb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Inside a container limited to 1 CPU and 256 MiB, nproc, /proc/cpuinfo,
+/// /sys/devices/system/cpu/online, /proc/meminfo, /proc/stat and
+/// /proc/uptime tell the limits (and the pod's age), for the init and for
+/// execs; MemFree falls as the container fills memory; after Task.Update
+/// to 2 CPUs and 512 MiB they tell the new limits. A container without
+/// limits sees the host. (runc shows the host's values in every case: with
+/// it, only that last part is checked.)
+#[test]
+fn workloads_see_their_limits_and_follow_updates() {
+    let Some(t) = E2e::setup("workloads_see_their_limits_and_follow_updates") else {
+        return;
+    };
+    let host_kb = host_mem_total_kb();
+    let limits = ["--memory-limit", "268435456", "--cpus", "1"];
+
+    // Unlimited: the host's figures.
+    let id = unique_id("e2e-nolimits");
+    let _guard = t.ctr.guard(&id);
+    let out = t.ctr.run(
+        &t.run_args(&["--rm"], &id, &["sh", "-c", SHOW_LIMITS]),
+        RUN_TIMEOUT,
+    );
+    assert!(out.success(), "{id}: {}", out.describe());
+    let seen = seen_limits(&out.stdout_str());
+    assert_eq!(
+        (seen.nproc, seen.mem.0),
+        (host_cpus(), host_kb),
+        "{id}: a container without limits sees the host: {seen:?}"
+    );
+    if !t.is_runsc() {
+        return;
+    }
+
+    // The init of a limited container.
+    let before = unix_now();
+    let id = unique_id("e2e-limits");
+    let _guard = t.ctr.guard(&id);
+    let mut args = vec!["--rm"];
+    args.extend_from_slice(&limits);
+    let out = t.ctr.run(
+        &t.run_args(&args, &id, &["sh", "-c", SHOW_LIMITS]),
+        RUN_TIMEOUT,
+    );
+    assert!(out.success(), "{id}: {}", out.describe());
+    let seen = seen_limits(&out.stdout_str());
+    assert_eq!(seen.nproc, 1, "{id}: nproc: {seen:?}");
+    assert_eq!(seen.online, "0", "{id}: online CPUs: {seen:?}");
+    assert_eq!(seen.cpuinfo_processors, 1, "{id}: /proc/cpuinfo: {seen:?}");
+    assert_eq!(
+        seen.stat_cpu_lines, 2,
+        "{id}: cpu and cpu0 in /proc/stat: {seen:?}"
+    );
+    assert_eq!(seen.mem.0, 256 * 1024, "{id}: MemTotal: {seen:?}");
+    let (total, free, available) = seen.mem;
+    assert!(
+        free > 0 && free <= available && available <= total,
+        "{id}: MemFree {free} <= MemAvailable {available} <= MemTotal {total}"
+    );
+    // The pod's time namespace: it booted with the pod.
+    assert!(
+        seen.uptime_secs < (unix_now() - before + 5) as f64,
+        "{id}: uptime {} s counts from the pod's start",
+        seen.uptime_secs
+    );
+    assert!(
+        seen.btime + 5 >= before && seen.btime <= unix_now() + 1,
+        "{id}: btime {} is the pod's start (test began at {before})",
+        seen.btime
+    );
+
+    // Execs of a running one, which fills memory, then is updated.
+    let id = unique_id("e2e-limits-exec");
+    let _guard = run_detached(&t, &id, &limits, &["tail", "-f", "/dev/null"]);
+    assert!(t
+        .ctr
+        .wait_task_status(&id, "RUNNING", Duration::from_secs(10)));
+    let seen = seen_limits(&exec_ok(&t, &id, &["sh", "-c", SHOW_LIMITS]));
+    assert_eq!((seen.nproc, seen.mem.0), (1, 256 * 1024), "{id}: {seen:?}");
+    let free_before = seen.mem.1;
+    exec_ok(
+        &t,
+        &id,
+        &[
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/shm/fill",
+            "bs=1M",
+            "count=64",
+        ],
+    );
+    let seen = seen_limits(&exec_ok(&t, &id, &["sh", "-c", SHOW_LIMITS]));
+    assert!(
+        seen.mem.1 + 60 * 1024 <= free_before,
+        "{id}: MemFree {} kB after writing 64 MiB to tmpfs (was {free_before} kB)",
+        seen.mem.1
+    );
+
+    let socket = socket_of(&t, &id);
+    update_task(
+        &socket,
+        &t.ctr.namespace,
+        &id,
+        r#"{"memory":{"limit":536870912},"cpu":{"quota":200000,"period":100000}}"#,
+        CTR_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{id}: Task.Update failed: {e}"));
+    let seen = seen_limits(&exec_ok(&t, &id, &["sh", "-c", SHOW_LIMITS]));
+    let cpus = host_cpus().min(2);
+    assert_eq!(
+        (seen.nproc, seen.cpuinfo_processors, seen.mem.0),
+        (cpus, cpus as usize, 512 * 1024),
+        "{id}: after the update to 2 CPUs and 512 MiB: {seen:?}"
+    );
+    let online = if cpus == 1 { "0" } else { "0-1" };
+    assert_eq!(seen.online, online, "{id}: {seen:?}");
+}

@@ -67,7 +67,11 @@ const ATIME_FLAGS: MsFlags = MsFlags::MS_NOATIME
 /// `pivot_root`, rootfs propagation, hostname, sysctls (before the masked and
 /// read-only paths, which usually make `/proc/sys` read-only), masked paths,
 /// read-only paths, and finally a read-only `/` if `root.readonly`.
-pub fn setup_rootfs(spec: &Spec) -> Result<(), ContainerError> {
+///
+/// With `view` (a directory of [`crate::limits`] files), its files are
+/// bound read-only over their /proc and /sys paths once the spec's mounts
+/// are made; a path the container lacks is skipped.
+pub fn setup_rootfs(spec: &Spec, view: Option<&Path>) -> Result<(), ContainerError> {
     let root = spec
         .root()
         .as_ref()
@@ -115,6 +119,11 @@ pub fn setup_rootfs(spec: &Spec) -> Result<(), ContainerError> {
     if let Some(devices) = linux.and_then(|l| l.devices().as_deref()) {
         for device in devices {
             bind_spec_device(&rootfs, device.path(), dev_is_tmpfs)?;
+        }
+    }
+    if let Some(view) = view {
+        for (name, dest) in crate::limits::FILES {
+            rootfs.bind_over_existing(&view.join(name), Path::new(dest))?;
         }
     }
     drop(rootfs);
@@ -561,6 +570,42 @@ impl<'a> Rootfs<'a> {
             path: dest.to_path_buf(),
             source,
         })
+    }
+
+    /// Binds the sandbox file `source` read-only over the existing
+    /// container file `dest`; does nothing when `dest` does not exist.
+    fn bind_over_existing(&self, source: &Path, dest: &Path) -> Result<(), ContainerError> {
+        let target = match self.reopen_target(dest) {
+            Ok(fd) => fd,
+            Err(ContainerError::Resolve {
+                source: Errno::ENOENT,
+                ..
+            }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let what = format!("bind of {}", source.display());
+        do_mount(
+            Some(source),
+            &fd_path(&target),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
+        .map_err(|e| mount_error(&what, dest, e))?;
+        let target = self.reopen_target(dest)?;
+        do_mount(
+            None,
+            &fd_path(&target),
+            None,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            None,
+        )
+        .map_err(|e| mount_error(&what, dest, e))
     }
 
     /// Binds the sandbox path `source` onto the container path `dest`.
@@ -1306,7 +1351,7 @@ mod tests {
                 )
                 .map_err(|e| (77, format!("unshare: {e}\n")))
                 .and_then(|()| {
-                    setup_rootfs(&spec).map_err(|e| {
+                    setup_rootfs(&spec, None).map_err(|e| {
                         let mut message = e.to_string();
                         let mut cause = std::error::Error::source(&e);
                         while let Some(c) = cause {

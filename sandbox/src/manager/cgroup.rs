@@ -175,6 +175,19 @@ impl Placement {
             .map(|s| s.trim().to_string())
     }
 
+    /// The directories the sandbox reads a container's limits and usage
+    /// from, by controller (see [`crate::limits::CgroupView`]).
+    pub fn limit_dirs(&self) -> Vec<(String, PathBuf)> {
+        if self.v2 {
+            return vec![(crate::limits::UNIFIED.to_string(), self.dir_of(""))];
+        }
+        ["memory", "cpu", "cpuacct", "cpuset"]
+            .iter()
+            .map(|c| (c.to_string(), self.dir_of(c)))
+            .filter(|(_, d)| d.is_dir())
+            .collect()
+    }
+
     /// The `cgroup.procs` files to write a pid into, one per directory.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs()

@@ -187,6 +187,16 @@ impl Default for Config {
     }
 }
 
+/// Fd-channel tokens of a container's cgroup, as sent to the sandbox.
+#[derive(Debug, Default)]
+struct CgroupTokens {
+    /// Its `cgroup.procs` files.
+    procs: u64,
+    /// Its directories, named by `controllers`.
+    limits: u64,
+    controllers: Vec<String>,
+}
+
 /// A process started in the sandbox.
 #[derive(Debug)]
 pub struct Spawned {
@@ -516,6 +526,9 @@ impl Sandbox {
         if let Some(d) = &device {
             args.device_fd = Some(next(d.as_raw_fd()));
         }
+        // Not opened here: the child opens it at the next free slot.
+        let fuse_fd = 3 + donate.len() as RawFd;
+        args.fuse_fd = Some(fuse_fd);
         let pid = spawn::spawn(spawn::SpawnSpec {
             binary: cfg.sandbox_binary.clone(),
             boot_args: args.to_args(),
@@ -524,6 +537,7 @@ impl Sandbox {
             netns,
             new_netns,
             uid_base: self.uid_base,
+            fuse_fd: Some(fuse_fd),
         })?;
         self.pid = pid as i32;
         self.child = true;
@@ -698,7 +712,10 @@ impl Sandbox {
             };
             let mut req = pb::CreateContainerRequest::new();
             req.container_id = cid.to_string();
-            req.cgroup_token = self.container_cgroup_token(cid, spec)?;
+            let tokens = self.container_cgroup_tokens(cid, spec)?;
+            req.cgroup_token = tokens.procs;
+            req.limits_token = tokens.limits;
+            req.limits_controllers = tokens.controllers;
             req.spec_json = serde_json::to_vec(&staged)
                 .map_err(|e| ManagerError::InvalidArgument(format!("spec: {e}")))?;
             req.stdio = Some(pb_stdio).into();
@@ -944,11 +961,12 @@ impl Sandbox {
     }
 
     /// Creates container `cid`'s cgroup from its spec (cgroupsPath, limits),
-    /// records it for cleanup, and sends its `cgroup.procs` files to the
-    /// sandbox; returns their token, or 0 when the spec names no cgroup.
-    fn container_cgroup_token(&self, cid: &str, spec: &Spec) -> Result<u64> {
+    /// records it for cleanup, and sends the sandbox its `cgroup.procs`
+    /// files and its directories; all tokens are 0 when the spec names no
+    /// cgroup.
+    fn container_cgroup_tokens(&self, cid: &str, spec: &Spec) -> Result<CgroupTokens> {
         let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
-            return Ok(0);
+            return Ok(CgroupTokens::default());
         };
         let placement = cgroup::Placement::new(&path.to_string_lossy());
         placement.create()?;
@@ -969,10 +987,32 @@ impl Sandbox {
                     .map_err(io(format!("opening {}", f.display())))?,
             ));
         }
-        let token = crate::fdpass::new_token();
+        let procs = crate::fdpass::new_token();
         let borrowed: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
-        crate::fdpass::send_fds(&self.fd_channel_path(), token, &borrowed)?;
-        Ok(token)
+        crate::fdpass::send_fds(&self.fd_channel_path(), procs, &borrowed)?;
+
+        let mut controllers = Vec::new();
+        let mut dirs = Vec::new();
+        for (controller, dir) in placement.limit_dirs() {
+            let fd = nix::fcntl::open(
+                &dir,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| io(format!("opening {}", dir.display()))(e.into()))?;
+            controllers.push(controller);
+            dirs.push(fd);
+        }
+        let limits = crate::fdpass::new_token();
+        let borrowed: Vec<BorrowedFd<'_>> = dirs.iter().map(|f| f.as_fd()).collect();
+        crate::fdpass::send_fds(&self.fd_channel_path(), limits, &borrowed)?;
+        Ok(CgroupTokens {
+            procs,
+            limits,
+            controllers,
+        })
     }
 
     /// The cgroup of container `cid`, when it has one of its own.

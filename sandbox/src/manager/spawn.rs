@@ -35,6 +35,11 @@ pub struct SpawnSpec {
     pub new_netns: bool,
     /// First host id of the sandbox's range.
     pub uid_base: u32,
+    /// Open /dev/fuse at this descriptor once in the new user namespace,
+    /// still as the host's root (the device is usually 0600 root, and the
+    /// kernel mounts FUSE only over a device opened in the mounter's user
+    /// namespace). Left closed when the open fails.
+    pub fuse_fd: Option<RawFd>,
 }
 
 /// Errors of spawning.
@@ -92,10 +97,11 @@ pub fn spawn(spec: SpawnSpec) -> Result<u32, SpawnError> {
         .stderr(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only
     // makes raw system calls (fcntl, dup2, setsid, write, read, setns,
-    // unshare, set*id, getpid) on descriptors the parent keeps open until
+    // unshare, open, close, set*id, getpid) on descriptors the parent keeps open until
     // spawn returns; it allocates nothing.
     unsafe {
-        cmd.pre_exec(move || child_setup(&donate, &procs, netns, flags, hs_raw));
+        let fuse_fd = spec.fuse_fd;
+        cmd.pre_exec(move || child_setup(&donate, &procs, netns, flags, hs_raw, fuse_fd));
     }
     let result = cmd.spawn();
     drop(hs_child);
@@ -123,6 +129,7 @@ fn child_setup(
     netns: Option<RawFd>,
     flags: libc::c_int,
     hs: RawFd,
+    fuse_fd: Option<RawFd>,
 ) -> std::io::Result<()> {
     // SAFETY: raw system calls on descriptors owned by this
     // forked child; no memory is shared with other threads.
@@ -159,6 +166,13 @@ fn child_setup(
             check(libc::setns(ns, libc::CLONE_NEWNET))?;
         }
         check(libc::unshare(flags))?;
+        if let Some(target) = fuse_fd {
+            let fd = libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR);
+            if fd >= 0 {
+                check(libc::dup2(fd, target))?;
+                libc::close(fd);
+            }
+        }
         let pid = (libc::getpid() as u32).to_le_bytes();
         if libc::write(hs, pid.as_ptr().cast(), 4) != 4 {
             return Err(std::io::Error::last_os_error());

@@ -1,0 +1,228 @@
+//! `sched_getaffinity` answered by the sandbox: a container's helper
+//! installs [`crate::seccomp::notify_filter`] for that one syscall before it
+//! becomes the workload and hands the listener to the sandbox, whose
+//! [`Watcher`] thread answers with the caller's real mask cut down to the
+//! container's CPU count. `nproc`, glibc's `get_nprocs`, Go's and Rust's
+//! runtimes and most thread pools size themselves from that answer.
+//!
+//! Only questions about the caller itself (pid 0 or its own pid) are
+//! answered here; the kernel answers the rest as usual.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::{render, Limits};
+
+/// Largest mask copied (the kernel's own is 1 KiB at most).
+const MAX_MASK: usize = 8192;
+
+/// The thread answering every container's listener.
+pub struct Watcher {
+    new: Mutex<Vec<(OwnedFd, Arc<Limits>)>>,
+    /// Written to when `new` has entries; the thread polls `woken`.
+    wake: UnixStream,
+    woken: UnixStream,
+}
+
+impl Watcher {
+    /// Starts the watcher thread.
+    pub fn start() -> io::Result<Arc<Self>> {
+        let (wake, woken) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
+        let watcher = Arc::new(Watcher {
+            new: Mutex::new(Vec::new()),
+            wake,
+            woken,
+        });
+        let w = watcher.clone();
+        std::thread::Builder::new()
+            .name("affinity".into())
+            .spawn(move || w.run())?;
+        Ok(watcher)
+    }
+
+    /// Answers the notifications of `listener` with `limits`.
+    pub fn watch(&self, listener: OwnedFd, limits: Arc<Limits>) {
+        self.new
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((listener, limits));
+        // A full buffer already means "look".
+        let _ = (&self.wake).write(&[1]);
+    }
+
+    fn run(&self) {
+        let mut listeners: HashMap<RawFd, (OwnedFd, Arc<Limits>)> = HashMap::new();
+        loop {
+            for (fd, limits) in self.new.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                listeners.insert(fd.as_raw_fd(), (fd, limits));
+            }
+            let order: Vec<RawFd> = listeners.keys().copied().collect();
+            let mut fds = vec![PollFd::new(self.woken.as_fd(), PollFlags::POLLIN)];
+            fds.extend(
+                order
+                    .iter()
+                    .map(|fd| PollFd::new(listeners[fd].0.as_fd(), PollFlags::POLLIN)),
+            );
+            if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+                if e != nix::errno::Errno::EINTR {
+                    log::error!("affinity: poll: {e}; answering no more");
+                    return;
+                }
+                continue;
+            }
+            let ready: Vec<(usize, PollFlags)> = fds
+                .iter()
+                .enumerate()
+                .filter_map(|(i, f)| f.revents().filter(|r| !r.is_empty()).map(|r| (i, r)))
+                .collect();
+            drop(fds);
+            for (i, revents) in ready {
+                if i == 0 {
+                    let _ = (&self.woken).read(&mut [0u8; 64]);
+                    continue;
+                }
+                let fd = order[i - 1];
+                if revents.contains(PollFlags::POLLIN) {
+                    if let Some((listener, limits)) = listeners.get(&fd) {
+                        answer_one(listener, limits);
+                    }
+                } else {
+                    // Every process of the filter is gone.
+                    listeners.remove(&fd);
+                }
+            }
+        }
+    }
+}
+
+/// Receives one notification on `listener` and answers it.
+fn answer_one(listener: &OwnedFd, limits: &Limits) {
+    // SAFETY: seccomp_notif is plain integers; all zeroes is valid and is
+    // what the kernel requires before NOTIF_RECV.
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: NOTIF_RECV writes one seccomp_notif into `req`, which is
+    // exactly that type and lives across the call.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV,
+            &mut req,
+        )
+    };
+    if rc < 0 {
+        // ENOENT: the caller went away (a signal) before we looked.
+        return;
+    }
+    let (val, error, flags) = match answer(listener, &req, limits) {
+        Answer::Value(v) => (v, 0, 0),
+        Answer::Errno(e) => (0, -e, 0),
+        Answer::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+    };
+    let resp = libc::seccomp_notif_resp {
+        id: req.id,
+        val,
+        error,
+        flags,
+    };
+    // SAFETY: NOTIF_SEND reads one seccomp_notif_resp from `resp`, which is
+    // exactly that type and lives across the call.
+    unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+}
+
+enum Answer {
+    Value(i64),
+    Errno(i32),
+    Continue,
+}
+
+fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, limits: &Limits) -> Answer {
+    if i64::from(req.data.nr) != libc::SYS_sched_getaffinity {
+        return Answer::Continue;
+    }
+    let pid = req.pid as libc::pid_t;
+    let [target, len, addr, ..] = req.data.args;
+    if target as libc::pid_t != 0 && Some(target as libc::pid_t) != own_pid_of(pid) {
+        return Answer::Continue;
+    }
+    let mut mask = vec![0u8; (len as usize).min(MAX_MASK)];
+    // SAFETY: the kernel writes at most `mask.len()` bytes into `mask`,
+    // which we own and which lives across the call.
+    let copied = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            pid,
+            mask.len(),
+            mask.as_mut_ptr(),
+        )
+    };
+    if copied < 0 {
+        return Answer::Errno(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        );
+    }
+    let copied = copied as usize;
+    render::keep_first_cpus(&mut mask[..copied], limits.visible_cpus().len());
+    // The caller may have been killed and its pid reused since it asked.
+    let id = req.id;
+    // SAFETY: NOTIF_ID_VALID reads one u64 from `id`, which lives across
+    // the call.
+    if unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &id,
+        )
+    } != 0
+    {
+        return Answer::Errno(libc::ESRCH);
+    }
+    let written = OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .and_then(|mem| mem.write_all_at(&mask[..copied], addr));
+    match written {
+        Ok(()) => Answer::Value(copied as i64),
+        Err(e) => {
+            log::debug!(
+                "container {}: sched_getaffinity of pid {pid}: writing the mask: {e}",
+                limits.cid
+            );
+            Answer::Errno(libc::EFAULT)
+        }
+    }
+}
+
+/// The pid process `pid` (in our PID namespace) has in its own namespace.
+fn own_pid_of(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_pid_is_the_innermost() {
+        let me = std::process::id() as libc::pid_t;
+        assert!(own_pid_of(me).is_some());
+        assert_eq!(own_pid_of(-5), None);
+    }
+}
