@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use runsc_cri_tests::api::{
-    Capability, ContainerState, ContainerStatsRequest, Int64Value, Mount, MountPropagation,
-    NamespaceMode,
+    Capability, ContainerState, ContainerStatsRequest, Int64Value, LinuxContainerResources, Mount,
+    MountPropagation, NamespaceMode, UpdateContainerResourcesRequest,
 };
 use runsc_cri_tests::pod::{remove_cgroup_parent, CRI_NAMESPACE};
 use runsc_cri_tests::{error_chain, wait_until, CriTest, Pod, CALL_TIMEOUT};
@@ -1482,6 +1482,212 @@ fn removing_the_pod_leaves_nothing_behind() {
     );
 }
 
+// ------------------------------------------------------------- resources
+
+const MIB: i64 = 1024 * 1024;
+
+/// The CRI resources of a container limited to `cpu_quota` µs of CPU per
+/// `cpu_period` µs and `memory` bytes (0: unset).
+fn resources(cpu_period: i64, cpu_quota: i64, memory: i64) -> LinuxContainerResources {
+    LinuxContainerResources {
+        cpu_period,
+        cpu_quota,
+        memory_limit_in_bytes: memory,
+        ..Default::default()
+    }
+}
+
+/// The `MemTotal` of a /proc/meminfo text, in kB.
+fn meminfo_total_kib(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// How many CPUs a kernel CPU list (`0-3,6`, as in
+/// /sys/devices/system/cpu/online) names; None when it does not parse.
+fn cpu_list_count(list: &str) -> Option<u32> {
+    let mut n = 0;
+    for part in list.trim().split(',') {
+        n += match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?);
+                b.checked_sub(a)? + 1
+            }
+            None => {
+                part.parse::<u32>().ok()?;
+                1
+            }
+        };
+    }
+    Some(n)
+}
+
+/// A container that allocates beyond its 32 MiB memory limit is killed by
+/// the kernel's OOM killer, and the CRI says so: ContainerStatus shows
+/// exit code 137 with reason `OOMKilled` (which containerd sets only on
+/// the runtime's TaskOOM event, not for any exit 137).
+///
+/// The allocation is the container's init itself (sh holding 128 MiB of
+/// command-substitution output), so it is memory charged to the
+/// container's cgroup, and bounded should the limit not hold (then sh
+/// exits 0 and the test fails).
+#[test]
+fn oom_killed_container_reports_reason_oomkilled() {
+    let Some(t) = CriTest::setup("oom_killed_container_reports_reason_oomkilled") else {
+        return;
+    };
+    let mut pod = run_pod(&t, "oom");
+    let mut config = t.container_config(
+        "hog",
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 134217728 /dev/zero | tr '\\0' a); echo survived ${#x} bytes",
+        ],
+    );
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(resources(0, 0, 32 * MIB));
+    }
+    let c = pod.run_container(config);
+    let s = pod.wait_exited(&c, EXIT_TIMEOUT);
+    assert_eq!(
+        (s.exit_code, s.reason.as_str()),
+        (137, "OOMKilled"),
+        "ContainerStatus of a container allocating 128 MiB under a 32 MiB limit (handler {}): \
+         message {:?}\n{}",
+        t.handler,
+        s.message,
+        pod.describe_container(&c)
+    );
+}
+
+/// A container limited to one CPU (quota 100 ms per 100 ms period) and
+/// 256 MiB sees one CPU and 256 MiB, as it would in a VM: `nproc` (its
+/// CPU affinity), /sys/devices/system/cpu/online, /proc/cpuinfo and
+/// /proc/meminfo's MemTotal. After UpdateContainerResources to two CPUs'
+/// quota and 512 MiB, the same container sees min(2, host CPUs) and
+/// 512 MiB.
+///
+/// That is the runsc handler's doing (its sandbox serves those files).
+/// Under any other handler (runc) the container sees the host's MemTotal
+/// whatever its limit, before and after the update; that is checked
+/// instead.
+#[test]
+fn container_sees_its_cpu_and_memory_limits() {
+    let Some(t) = CriTest::setup("container_sees_its_cpu_and_memory_limits") else {
+        return;
+    };
+    let host_meminfo = fs::read_to_string("/proc/meminfo").expect("read the host's /proc/meminfo");
+    let host_mem_kib = meminfo_total_kib(&host_meminfo)
+        .unwrap_or_else(|| panic!("no MemTotal in the host's /proc/meminfo:\n{host_meminfo}"));
+    let host_online = fs::read_to_string("/sys/devices/system/cpu/online")
+        .expect("read the host's /sys/devices/system/cpu/online");
+    let host_cpus = cpu_list_count(&host_online).unwrap_or_else(|| {
+        panic!("the host's /sys/devices/system/cpu/online {host_online:?} is not a CPU list")
+    });
+
+    let mut pod = run_pod(&t, "limits");
+    let mut config = t.container_config("c", &["sleep", "3600"]);
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(resources(100_000, 100_000, 256 * MIB));
+    }
+    let c = pod.run_container(config);
+    let mem_total = |when: &str| {
+        let meminfo = pod.exec_ok(&c, &["cat", "/proc/meminfo"]);
+        let kib = meminfo_total_kib(&meminfo).unwrap_or_else(|| {
+            panic!("no MemTotal in the container's /proc/meminfo {when}:\n{meminfo}")
+        });
+        (kib, meminfo)
+    };
+    let seen = |cmd: &[&str]| pod.exec_ok(&c, cmd).trim().to_string();
+
+    let (kib, meminfo) = mem_total("with 1 CPU and 256 MiB");
+    if t.is_runsc() {
+        assert_eq!(
+            kib, 262_144,
+            "MemTotal (kB) in a container limited to 256 MiB:\n{meminfo}"
+        );
+        assert_eq!(
+            seen(&["nproc"]),
+            "1",
+            "nproc in a container with a quota of one CPU (host: {host_cpus} CPUs)"
+        );
+        assert_eq!(
+            seen(&["cat", "/sys/devices/system/cpu/online"]),
+            "0",
+            "/sys/devices/system/cpu/online in a container with a quota of one CPU (host: \
+             {host_online:?})"
+        );
+        assert_eq!(
+            seen(&["grep", "-c", "^processor", "/proc/cpuinfo"]),
+            "1",
+            "processors in /proc/cpuinfo of a container with a quota of one CPU (host: \
+             {host_cpus})"
+        );
+    } else {
+        assert_eq!(
+            kib, host_mem_kib,
+            "handler {}: MemTotal (kB) in a container limited to 256 MiB is not the host's:\n\
+             {meminfo}",
+            t.handler
+        );
+        println!(
+            "handler {}: a container limited to 1 CPU and 256 MiB sees nproc {}, MemTotal {kib} kB",
+            t.handler,
+            seen(&["nproc"])
+        );
+    }
+
+    let request = UpdateContainerResourcesRequest {
+        container_id: c.clone(),
+        linux: Some(resources(100_000, 200_000, 512 * MIB)),
+        ..Default::default()
+    };
+    must(
+        t.cri.runtime_call(
+            "UpdateContainerResources",
+            CALL_TIMEOUT,
+            |mut cl| async move { cl.update_container_resources(request).await },
+        ),
+        "UpdateContainerResources to 2 CPUs' quota and 512 MiB",
+    );
+    let (kib, meminfo) = mem_total("after the update to 2 CPUs and 512 MiB");
+    if t.is_runsc() {
+        let cpus = host_cpus.min(2).to_string();
+        assert_eq!(
+            kib, 524_288,
+            "MemTotal (kB) after UpdateContainerResources to 512 MiB:\n{meminfo}"
+        );
+        assert_eq!(
+            seen(&["nproc"]),
+            cpus,
+            "nproc after UpdateContainerResources to a quota of two CPUs (host: {host_cpus} CPUs)"
+        );
+        assert_eq!(
+            seen(&["grep", "-c", "^processor", "/proc/cpuinfo"]),
+            cpus,
+            "processors in /proc/cpuinfo after UpdateContainerResources to a quota of two CPUs \
+             (host: {host_cpus})"
+        );
+    } else {
+        assert_eq!(
+            kib, host_mem_kib,
+            "handler {}: MemTotal (kB) after UpdateContainerResources to 512 MiB is not the \
+             host's:\n{meminfo}",
+            t.handler
+        );
+    }
+    assert_eq!(
+        must(pod.container_state(&c), "ContainerStatus after the update"),
+        ContainerState::ContainerRunning,
+        "the container after UpdateContainerResources\n{}",
+        pod.describe_container(&c)
+    );
+}
+
 // ------------------------------------------------- the helpers themselves
 
 #[test]
@@ -1513,6 +1719,16 @@ fn helpers_parse_cri_log_lines_and_subnets() {
     );
     assert!(in_pod_subnet(&"10.88.3.4".parse().expect("address")));
     assert!(!in_pod_subnet(&"10.89.0.1".parse().expect("address")));
+    assert_eq!(cpu_list_count("0"), Some(1));
+    assert_eq!(cpu_list_count("0-3,6\n"), Some(5));
+    assert_eq!(cpu_list_count("0-1,4-5"), Some(4));
+    assert_eq!(cpu_list_count("3-1"), None);
+    assert_eq!(cpu_list_count("x"), None);
+    assert_eq!(
+        meminfo_total_kib("MemTotal:         262144 kB\nMemFree:  1 kB\n"),
+        Some(262_144)
+    );
+    assert_eq!(meminfo_total_kib("MemFree:  1 kB\n"), None);
     assert!(says_privileged("privileged containers are refused"));
     assert!(!says_privileged(
         "setting sysctl net.ipv4.ip_unprivileged_port_start"
