@@ -218,6 +218,128 @@ fn own_pid_of(pid: libc::pid_t) -> Option<libc::pid_t> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// Sends `fd` over `sock` with raw syscalls only (for a forked child).
+    ///
+    /// # Safety
+    /// `sock` and `fd` must be open descriptors.
+    unsafe fn send_fd_raw(sock: RawFd, fd: RawFd) -> bool {
+        let mut space = [0u64; 8];
+        let byte = [b'x'];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_ptr() as *mut libc::c_void,
+            iov_len: 1,
+        };
+        // SAFETY: msghdr is plain data; zero is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = space.as_mut_ptr().cast();
+        // SAFETY: CMSG_* compute sizes and pointers inside `space`, which is
+        // 64 bytes, 8-aligned, and larger than CMSG_SPACE(4).
+        unsafe {
+            msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(4) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+            libc::sendmsg(sock, &msg, 0) == 1
+        }
+    }
+
+    /// Counts the CPUs sched_getaffinity(pid) reports, with raw syscalls.
+    fn affinity_count(pid: libc::pid_t) -> i32 {
+        let mut mask = [0u8; 128];
+        // SAFETY: the kernel (or the watcher, through /proc/pid/mem) writes
+        // at most 128 bytes into `mask`, which lives across the call.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getaffinity,
+                pid,
+                mask.len(),
+                mask.as_mut_ptr(),
+            )
+        };
+        if n < 0 {
+            return -1;
+        }
+        mask[..n as usize]
+            .iter()
+            .map(|b| b.count_ones() as i32)
+            .sum()
+    }
+
+    #[test]
+    fn sched_getaffinity_is_answered_with_the_container_cpus() {
+        let host = affinity_count(0);
+        let cg = std::env::temp_dir().join(format!("affinity-{}", std::process::id()));
+        std::fs::create_dir_all(&cg).unwrap();
+        std::fs::write(cg.join("cpu.max"), "100000 100000\n").unwrap();
+        let dir = nix::fcntl::open(
+            &cg,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let limits = Arc::new(Limits {
+            cid: "c1".into(),
+            cgroup: super::super::CgroupView::new(vec![(super::super::UNIFIED.into(), dir)]),
+        });
+        let watcher = Watcher::start().unwrap();
+        let program = crate::seccomp::notify_filter(libc::SYS_sched_getaffinity).unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let theirs_raw = theirs.as_raw_fd();
+        // SAFETY: the child makes raw syscalls only (prctl, seccomp,
+        // sendmsg, sched_getaffinity, getpid) and leaves with _exit.
+        let child = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: raw syscalls on this child's own state.
+                let code = unsafe {
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                        libc::_exit(100);
+                    }
+                    let Ok(listener) = crate::seccomp::install_notifying(&program) else {
+                        libc::_exit(101);
+                    };
+                    if !send_fd_raw(theirs_raw, listener.as_raw_fd()) {
+                        libc::_exit(102);
+                    }
+                    affinity_count(0) * 10 + affinity_count(libc::getpid())
+                };
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        drop(theirs);
+        let mut byte = [0u8; 1];
+        let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = nix::sys::socket::recvmsg::<()>(
+            ours.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .unwrap();
+        let mut listener = None;
+        for c in msg.cmsgs().unwrap() {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the kernel gave us this descriptor with the message.
+                listener = fds.first().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+        watcher.watch(listener.expect("the child sent its listener"), limits);
+        let status = nix::sys::wait::waitpid(child, None).unwrap();
+        std::fs::remove_dir_all(&cg).unwrap();
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(child, 11),
+            "a 1-CPU container on a {host}-CPU host sees 1 CPU for pid 0 and for its own pid"
+        );
+    }
 
     #[test]
     fn own_pid_is_the_innermost() {

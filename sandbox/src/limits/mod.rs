@@ -340,3 +340,110 @@ pub struct Service {
     /// The sched_getaffinity answerer.
     pub watcher: Arc<affinity::Watcher>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake cgroup directory holding `files`, opened as the host would.
+    fn dir(name: &str, files: &[(&str, &str)]) -> (OwnedFd, PathBuf) {
+        let path = std::env::temp_dir().join(format!("limits-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        for (f, text) in files {
+            std::fs::write(path.join(f), text).unwrap();
+        }
+        let fd = nix::fcntl::open(
+            &path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        (fd, path)
+    }
+
+    #[test]
+    fn v2_figures_are_read_from_the_unified_directory() {
+        let (fd, path) = dir(
+            "v2",
+            &[
+                ("cpu.max", "150000 100000\n"),
+                (
+                    "cpu.stat",
+                    "usage_usec 300000\nuser_usec 200000\nsystem_usec 100000\n",
+                ),
+                ("cpuset.cpus.effective", "0-3\n"),
+                ("memory.max", "268435456\n"),
+                ("memory.current", "67108864\n"),
+                ("memory.stat", "anon 1024\nfile 4096\n"),
+                ("memory.swap.max", "0\n"),
+                ("memory.swap.current", "0\n"),
+            ],
+        );
+        let view = CgroupView::new(vec![(UNIFIED.to_string(), fd)]);
+        assert_eq!(view.quota_cpus(), Some(2));
+        assert_eq!(view.cpuset(), Some(vec![0, 1, 2, 3]));
+        assert_eq!(
+            view.cpu_ticks(),
+            render::CpuTicks {
+                user: 20,
+                system: 10
+            }
+        );
+        let m = view.memory(1 << 40).expect("limited");
+        assert_eq!(
+            (m.limit, m.usage, m.swap),
+            (256 << 20, 64 << 20, Some((0, 0)))
+        );
+        assert_eq!(m.stat.get("file"), Some(&4096));
+        // Unlimited, or above the host's memory: the host's figures.
+        assert!(view.memory(128 << 20).is_none());
+        let limits = Limits {
+            cid: "c".into(),
+            cgroup: view,
+        };
+        assert_eq!(limits.visible_cpus(), vec![0, 1]);
+        assert_eq!(
+            limits.render("online", Duration::ZERO).as_deref(),
+            Some("0-1\n")
+        );
+        assert!(limits.render("nothing", Duration::ZERO).is_none());
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn v1_figures_take_the_hierarchical_limit() {
+        let (mem, mem_path) = dir(
+            "v1-memory",
+            &[
+                ("memory.limit_in_bytes", "1073741824\n"),
+                ("memory.usage_in_bytes", "1048576\n"),
+                (
+                    "memory.stat",
+                    "total_cache 0\nhierarchical_memory_limit 536870912\n",
+                ),
+            ],
+        );
+        let (cpu, cpu_path) = dir(
+            "v1-cpu",
+            &[
+                ("cpu.cfs_quota_us", "-1\n"),
+                ("cpu.cfs_period_us", "100000\n"),
+            ],
+        );
+        let (acct, acct_path) = dir("v1-cpuacct", &[("cpuacct.stat", "user 7\nsystem 3\n")]);
+        let view = CgroupView::new(vec![
+            ("memory".into(), mem),
+            ("cpu".into(), cpu),
+            ("cpuacct".into(), acct),
+        ]);
+        assert_eq!(view.quota_cpus(), None);
+        assert_eq!(view.cpuset(), None);
+        assert_eq!(view.cpu_ticks(), render::CpuTicks { user: 7, system: 3 });
+        let m = view.memory(1 << 40).expect("limited");
+        assert_eq!((m.limit, m.usage, m.swap), (512 << 20, 1 << 20, None));
+        for p in [mem_path, cpu_path, acct_path] {
+            std::fs::remove_dir_all(p).unwrap();
+        }
+    }
+}
