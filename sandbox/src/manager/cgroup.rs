@@ -160,7 +160,7 @@ impl Placement {
                         return Err(CgroupError::Io {
                             what: "writing the unified key",
                             path: PathBuf::from(key),
-                            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                            source: std::io::Error::from_raw_os_error(libc::EINVAL),
                         });
                     }
                     self.write("", key, &unified[key])?;
