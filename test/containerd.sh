@@ -3,6 +3,8 @@
 # so a system containerd (if any) is never disturbed.
 #   test/containerd.sh start    start it unless it already answers; import the local images
 #   test/containerd.sh stop     remove its tasks and containers, then stop it
+#   test/containerd.sh restart  stop it, leaving its tasks (shims and sandboxes) running, and start it again:
+#                               what an operator's containerd upgrade does
 #   test/containerd.sh status   say whether it answers
 #   test/containerd.sh config   (re)write its config and CNI network, print the config path
 # Needs test/setup.sh to have run (containerd binaries, images).
@@ -173,8 +175,13 @@ remove_tasks() {
 
 stop() {
     require_root
-    local pid i
     containerd_up && remove_tasks
+    stop_daemon
+}
+
+# stop_daemon: SIGTERM containerd and wait for it; its shims live on.
+stop_daemon() {
+    local pid i
     if pid=$(containerd_pid); then
         kill "$pid"
         for i in $(seq 1 40); do
@@ -201,7 +208,8 @@ status() {
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
+    restart) require_root; stop_daemon; start ;;
     status) status ;;
     config) require_root; write_config; echo "$RUNSC_CONTAINERD_CONFIG" ;;
-    *) die "usage: $0 start|stop|status|config" ;;
+    *) die "usage: $0 start|stop|restart|status|config" ;;
 esac

@@ -825,6 +825,53 @@ fn sigkill_of_sandbox_yields_exit() {
     assert_no_leftovers(&t, &id, &fp.processes(), &socket, after);
 }
 
+/// A containerd restart (what an upgrade does) leaves the shim and the
+/// sandbox running: the task is still RUNNING with its state, exec works,
+/// and a SIGKILL afterwards reaches the new containerd as exit status 137;
+/// delete then leaves nothing.
+#[test]
+fn containerd_restart_keeps_the_task_and_delivers_its_exit() {
+    let Some(t) = E2e::setup("containerd_restart_keeps_the_task_and_delivers_its_exit") else {
+        return;
+    };
+    let id = unique_id("e2e-restart");
+    let guard = t.start_detached(&id, &["sh", "-c", "echo up >/tmp/state; exec sleep 600"]);
+    let fp = Footprint::of(&t, &id);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("containerd.sh");
+    let out = std::process::Command::new(&script)
+        .arg("restart")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} restart: {}{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        t.ctr.task(&id).map(|r| r.status),
+        Some("RUNNING".to_string()),
+        "{id}: after the containerd restart"
+    );
+    let eid = unique_id("x");
+    let state = t
+        .ctr
+        .ok(&["task", "exec", "--exec-id", &eid, &id, "cat", "/tmp/state"]);
+    assert_eq!(state.stdout_str(), "up\n", "{id}: exec after the restart");
+    sigkill_task(&t, &id);
+    assert_eq!(
+        delete_task(&t, &id),
+        Some(137),
+        "{id}: exit status of SIGKILL after the restart"
+    );
+    t.ctr.ok(&["container", "delete", &id]);
+    drop(guard);
+    let socket: Vec<PathBuf> = fp.socket.iter().cloned().collect();
+    let after = "after a containerd restart, SIGKILL and delete";
+    assert_no_leftovers(&t, &id, &fp.processes(), &socket, after);
+}
+
 /// After SIGKILL of the shim, its binary's `delete` action (run as containerd
 /// runs it) cleans up: no process, no state directory, no mount, no cgroup,
 /// no socket.
