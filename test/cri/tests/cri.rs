@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use runsc_cri_tests::api::{
-    Capability, ContainerState, ContainerStatsRequest, Int64Value, LinuxContainerResources, Mount,
-    MountPropagation, NamespaceMode, UpdateContainerResourcesRequest,
+    Capability, ContainerState, ContainerStatsFilter, ContainerStatsRequest, Int64Value,
+    LinuxContainerResources, ListContainerStatsRequest, Mount, MountPropagation, NamespaceMode,
+    PodSandboxStatsRequest, UpdateContainerResourcesRequest,
 };
 use runsc_cri_tests::pod::{remove_cgroup_parent, CRI_NAMESPACE};
 use runsc_cri_tests::{error_chain, wait_until, CriTest, Pod, CALL_TIMEOUT};
@@ -1362,6 +1363,68 @@ fn container_stats_report_cpu_and_memory() {
         cpu.is_some_and(|v| v > 0) && memory.is_some_and(|v| v > 0),
         "ContainerStats of a running container: cpu {cpu:?} ns, memory working set {memory:?}: \
          {stats:?}"
+    );
+
+    // ListContainerStats (what the kubelet polls) lists it for the pod.
+    let request = ListContainerStatsRequest {
+        filter: Some(ContainerStatsFilter {
+            pod_sandbox_id: pod.id.clone(),
+            ..Default::default()
+        }),
+    };
+    let listed = must(
+        t.cri
+            .runtime_call("ListContainerStats", CALL_TIMEOUT, |mut cl| async move {
+                cl.list_container_stats(request).await
+            }),
+        "ListContainerStats",
+    )
+    .stats;
+    let ids: Vec<&str> = listed
+        .iter()
+        .filter_map(|s| s.attributes.as_ref().map(|a| a.id.as_str()))
+        .collect();
+    assert!(
+        ids.contains(&c.as_str()),
+        "ListContainerStats of the pod: {ids:?}"
+    );
+
+    // PodSandboxStats: the pod's CPU and memory, and its containers.
+    let request = PodSandboxStatsRequest {
+        pod_sandbox_id: pod.id.clone(),
+    };
+    let pod_stats = must(
+        t.cri
+            .runtime_call("PodSandboxStats", CALL_TIMEOUT, |mut cl| async move {
+                cl.pod_sandbox_stats(request).await
+            }),
+        "PodSandboxStats",
+    )
+    .stats
+    .and_then(|s| s.linux)
+    .unwrap_or_default();
+    let pod_cpu = pod_stats
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value);
+    let pod_memory = pod_stats
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map(|v| v.value);
+    assert!(
+        pod_cpu.is_some_and(|v| v > 0) && pod_memory.is_some_and(|v| v > 0),
+        "PodSandboxStats: cpu {pod_cpu:?} ns, memory working set {pod_memory:?}: {pod_stats:?}"
+    );
+    let in_pod: Vec<&str> = pod_stats
+        .containers
+        .iter()
+        .filter_map(|s| s.attributes.as_ref().map(|a| a.id.as_str()))
+        .collect();
+    assert!(
+        in_pod.contains(&c.as_str()),
+        "PodSandboxStats containers: {in_pod:?}"
     );
 }
 
