@@ -6,10 +6,12 @@
 //! ENOSYS. A file's text is made when it is opened, like procfs's, and
 //! read with direct I/O, so every open sees the figures of that moment.
 //!
-//! Sizes are 0, as in procfs (so `tail` reads from the start). `sendfile`
-//! and `splice` (busybox `cat`) go through the page cache, which the size
-//! bounds: each open therefore also stores its text in the page cache
-//! (FUSE_NOTIFY_STORE), which makes the size that of the text.
+//! `sendfile` and `splice` (busybox `cat`, Python's `shutil.copyfile`) go
+//! through the page cache, which the file size bounds, so sizes are real:
+//! an attribute carries the length of the text made at that moment, and
+//! each open stores its own text in the page cache (FUSE_NOTIFY_STORE),
+//! which sets the size to that text's. (procfs says 0 and does not need
+//! the page cache.)
 //!
 //! Inodes: 1 is the root; container `i` has directory `i << 4` and its
 //! files `(i << 4) | (1 + position in FILES)`.
@@ -182,14 +184,19 @@ impl Server {
 
     /// fuse_attr of `node`, or ENOENT.
     fn attr(&self, node: u64) -> Result<Vec<u8>, i32> {
-        let (mode, nlink) = if node == ROOT {
-            (libc::S_IFDIR | 0o555, 2)
+        let (mode, nlink, size) = if node == ROOT {
+            (libc::S_IFDIR | 0o555, 2, 0)
         } else {
             let index = node >> 4;
-            self.registry.by_index(index).ok_or(libc::ENOENT)?;
-            match node & 0xf {
-                0 => (libc::S_IFDIR | 0o555, 2),
-                f if (f as usize) <= FILES.len() => (libc::S_IFREG | 0o444, 1),
+            let limits = self.registry.by_index(index).ok_or(libc::ENOENT)?;
+            match (node & 0xf) as usize {
+                0 => (libc::S_IFDIR | 0o555, 2, 0),
+                f if f <= FILES.len() => {
+                    let size = limits
+                        .render(FILES[f - 1].0, self.registry.pod_boot)
+                        .map_or(0, |t| t.len() as u64);
+                    (libc::S_IFREG | 0o444, 1, size)
+                }
                 _ => return Err(libc::ENOENT),
             }
         };
@@ -199,7 +206,7 @@ impl Server {
             .unwrap_or(0);
         let mut a = Vec::with_capacity(88);
         put64(&mut a, node); // ino
-        put64(&mut a, 0); // size: unknown until read, like procfs
+        put64(&mut a, size); // the length of the text if read now
         put64(&mut a, 0); // blocks
         for _ in 0..3 {
             put64(&mut a, now); // atime, mtime, ctime
