@@ -624,10 +624,11 @@ fn seen_limits(text: &str) -> SeenLimits {
 }
 
 /// The shell script printing what [`seen_limits`] parses. `cat` is
-/// busybox's, which copies with sendfile.
+/// busybox's, which copies with sendfile; the `ls -l` before one makes it
+/// copy right after a stat.
 const SHOW_LIMITS: &str = "echo ==nproc==; nproc; echo ==online==; \
 cat /sys/devices/system/cpu/online; echo ==cpuinfo==; cat /proc/cpuinfo; \
-echo ==meminfo==; cat /proc/meminfo; echo ==stat==; cat /proc/stat; \
+echo ==meminfo==; ls -l /proc/meminfo >/dev/null; cat /proc/meminfo; echo ==stat==; cat /proc/stat; \
 echo ==uptime==; cat /proc/uptime; echo ==end==";
 
 fn host_cpus() -> u32 {
