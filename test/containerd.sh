@@ -7,6 +7,7 @@
 #                               what an operator's containerd upgrade does
 #   test/containerd.sh status   say whether it answers
 #   test/containerd.sh config   (re)write its config and CNI network, print the config path
+# With RUNSC_CONTAINERD_FLAVOR=1.6 it runs containerd 1.6 instead (task API v2; no CRI), on its own paths.
 # Needs test/setup.sh to have run (containerd binaries, images).
 set -euo pipefail
 # shellcheck source=test/lib.sh
@@ -18,6 +19,28 @@ IMAGE_NAMESPACES=("$RUNSC_TEST_NAMESPACE" k8s.io)
 write_config() {
     mkdir -p "$RUNSC_TEST_ETC" "$RUNSC_CNI_CONF_DIR" "$RUNSC_CONTAINERD_ROOT" "$RUNSC_CONTAINERD_STATE" \
         "$RUNSC_TEST_LOG_DIR" "$RUNSC_TEST_ROOT/cni/networks" "$RUNSC_TEST_ROOT/opt"
+    if [ "${RUNSC_CONTAINERD_FLAVOR:-}" = 1.6 ]; then
+        # containerd 1.6 (config version 2), for ctr only: no CRI.
+        cat >"$RUNSC_CONTAINERD_CONFIG.new" <<EOF
+# Written by test/containerd.sh; edits are lost on the next start.
+version = 2
+root = '$RUNSC_CONTAINERD_ROOT'
+state = '$RUNSC_CONTAINERD_STATE'
+disabled_plugins = ['io.containerd.grpc.v1.cri']
+
+[grpc]
+  address = '$RUNSC_CONTAINERD_ADDRESS'
+
+[debug]
+  level = '${RUNSC_CONTAINERD_LOG_LEVEL:-info}'
+
+[plugins]
+  [plugins.'io.containerd.internal.v1.opt']
+    path = '$RUNSC_TEST_ROOT/opt-1.6'
+EOF
+        mv "$RUNSC_CONTAINERD_CONFIG.new" "$RUNSC_CONTAINERD_CONFIG"
+        return 0
+    fi
     # containerd 2.x config format (version 3): section names from `containerd config default`.
     cat >"$RUNSC_CONTAINERD_CONFIG.new" <<EOF
 # Written by test/containerd.sh; edits are lost on the next start.

@@ -41,6 +41,24 @@ export RUNSC_TEST_NAMESPACE=runsc-test
 export RUNSC_TEST_IMAGE=$RUNSC_BUSYBOX_IMAGE
 export RUNSC_TEST_PAUSE_IMAGE=$RUNSC_PAUSE_IMAGE
 
+# containerd 1.6 (bookworm's own package, task API v2), unpacked like the 2.x one (see setup.sh).
+RUNSC_CONTAINERD16_PREFIX=/opt/runsc-rs/containerd-1.6
+# RUNSC_CONTAINERD_FLAVOR=1.6: the same scripts and ctr tests against containerd 1.6, with its own root, state,
+# socket, config and log (images and rootfs are shared).
+if [ "${RUNSC_CONTAINERD_FLAVOR:-}" = 1.6 ]; then
+    RUNSC_CONTAINERD_PREFIX=$RUNSC_CONTAINERD16_PREFIX
+    RUNSC_CONTAINERD_BIN=$RUNSC_CONTAINERD_PREFIX/usr/bin
+    RUNSC_CONTAINERD_ROOT=$RUNSC_TEST_ROOT/containerd-1.6
+    RUNSC_CONTAINERD_STATE=$RUNSC_TEST_STATE/containerd-1.6
+    RUNSC_CONTAINERD_CONFIG=$RUNSC_TEST_ETC/containerd-1.6.toml
+    RUNSC_CONTAINERD_LOG=$RUNSC_TEST_LOG_DIR/containerd-1.6.log
+    RUNSC_CONTAINERD_PIDFILE=$RUNSC_TEST_STATE/containerd-1.6.pid
+    export RUNSC_CONTAINERD_ADDRESS=$RUNSC_TEST_STATE/containerd-1.6.sock
+    export RUNSC_CTR=$RUNSC_CONTAINERD_BIN/ctr
+fi
+# Where the tests find bundles (io.containerd.runtime.v2.task/<namespace>/<id>).
+export RUNSC_CONTAINERD_STATE
+
 # cargo is often only in root's ~/.cargo/bin, which non-login shells lack.
 if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
     PATH=${HOME:-/root}/.cargo/bin:$PATH

@@ -2,6 +2,7 @@
 # Prepares this machine for the tests (Debian 12 bookworm, root):
 #   - bookworm packages: runc (baseline runtime), CNI plugins, busybox-static, tools;
 #   - containerd 2.x (task API v3) from Debian sid, unpacked into a private prefix, never installed;
+#   - containerd 1.6 (task API v2), bookworm's own package, unpacked the same way;
 #   - local images built without a registry: localhost/busybox:latest and localhost/pause:latest,
 #     plus the plain busybox rootfs directory the sandbox tests use ($RUNSC_TEST_ROOTFS).
 # Idempotent: each step is skipped when its result is already there, so a repeat run takes seconds.
@@ -127,6 +128,29 @@ fetch_containerd() {
     log "containerd: $("$RUNSC_CONTAINERD_BIN/containerd" --version)"
 }
 
+# containerd 1.6, bookworm's own package, for the task API v2 tests: downloaded with the system's apt (bookworm)
+# and unpacked into a private prefix, never installed.
+fetch_containerd16() {
+    local prefix=$RUNSC_CONTAINERD16_PREFIX d=/var/cache/runsc-rs/apt-bookworm-debs deb
+    "$prefix/usr/bin/containerd" --version 2>/dev/null | grep -Eq '[[:space:]]v?1\.[67]\.' && return 0
+    mkdir -p "$d"
+    if id _apt >/dev/null 2>&1; then chown _apt "$d"; fi
+    rm -f "$d"/containerd_*.deb
+    log "fetching containerd 1.6 (bookworm) for the task API v2 tests"
+    (cd "$d" && apt-get -q download containerd) ||
+        { apt-get -q update && (cd "$d" && apt-get -q download containerd); } ||
+        die "apt-get download containerd (bookworm) failed"
+    deb=$(ls "$d"/containerd_*.deb)
+    rm -rf "$prefix.new"
+    mkdir -p "$prefix.new"
+    dpkg-deb -x "$deb" "$prefix.new"
+    rm -rf "$prefix"
+    mv "$prefix.new" "$prefix"
+    "$prefix/usr/bin/containerd" --version | grep -Eq '[[:space:]]v?1\.[67]\.' ||
+        die "unpacked $deb but $prefix/usr/bin/containerd is not 1.6 or 1.7"
+    log "containerd for task API v2: $("$prefix/usr/bin/containerd" --version)"
+}
+
 # The plain busybox rootfs: /bin/busybox with a symlink per applet, users root, user (1000) and nobody.
 build_busybox_rootfs() {
     local dst=$RUNSC_TEST_ROOTFS tmp=$RUNSC_TEST_ROOTFS.new applet
@@ -229,5 +253,6 @@ build_images() {
 mkdir -p "$RUNSC_TEST_ROOT" "$RUNSC_TEST_LOG_DIR"
 install_bookworm_packages
 fetch_containerd
+fetch_containerd16
 build_images
 log "ready: containerd $("$RUNSC_CONTAINERD_BIN/containerd" --version | awk '{print $3}'), rootfs $RUNSC_TEST_ROOTFS, images in $RUNSC_IMAGE_DIR"

@@ -71,12 +71,17 @@ pub fn run_shim_delete(
 }
 
 /// The shim's socket named in the bundle's `bootstrap.json` (containerd 2.x
-/// writes it after `start`: `{"address":"unix:///run/containerd/s/…",…}`).
+/// writes it after `start`: `{"address":"unix:///run/containerd/s/…",…}`),
+/// or else in its `address` file (containerd 1.x: the shim writes it).
 pub fn shim_socket(bundle: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(bundle.join("bootstrap.json")).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let address = json.get("address")?.as_str()?;
-    address.strip_prefix("unix://").map(PathBuf::from)
+    let address = match std::fs::read_to_string(bundle.join("bootstrap.json")) {
+        Ok(text) => {
+            let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+            json.get("address")?.as_str()?.to_string()
+        }
+        Err(_) => std::fs::read_to_string(bundle.join("address")).ok()?,
+    };
+    address.trim().strip_prefix("unix://").map(PathBuf::from)
 }
 
 fn read_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
