@@ -59,5 +59,5 @@ case ":$PATH:" in
     *":$prefix/bin:"*) ;;
     *) log "note: $prefix/bin is not in this PATH; containerd's PATH must contain it to find the shim" ;;
 esac
-log "done. containerd 2.x: add contrib/containerd-config.toml to its config for the CRI handler 'runsc';"
+log "done. containerd 2.x (or 1.6/1.7): add contrib/containerd-config.toml to its config for the CRI handler 'runsc';"
 log "ctr: ctr run --runtime io.containerd.runsc.v2 IMAGE ID CMD..."

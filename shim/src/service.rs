@@ -1,7 +1,7 @@
-//! The shim's lifecycle actions for containerd-shim's `run()`: `start`
-//! (find or spawn the pod's shim and answer with its address), serving
-//! (creating the Task service), `delete` (clean up after a dead shim) and
-//! `-info`.
+//! The shim's lifecycle actions, as containerd-shim's `Shim` trait names
+//! them: `start` (find or spawn the pod's shim and answer with its
+//! address), creating the Task service, `delete` (clean up after a dead
+//! shim) and `-info`. Serving itself is in [`crate::serve`].
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
