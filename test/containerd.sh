@@ -7,7 +7,7 @@
 #                               what an operator's containerd upgrade does
 #   test/containerd.sh status   say whether it answers
 #   test/containerd.sh config   (re)write its config and CNI network, print the config path
-# With RUNSC_CONTAINERD_FLAVOR=1.6 it runs containerd 1.6 instead (task API v2; no CRI), on its own paths.
+# With RUNSC_CONTAINERD_FLAVOR=1.6 it runs containerd 1.6 instead (task API v2, CRI of 1.x), on its own paths.
 # Needs test/setup.sh to have run (containerd binaries, images).
 set -euo pipefail
 # shellcheck source=test/lib.sh
@@ -20,13 +20,12 @@ write_config() {
     mkdir -p "$RUNSC_TEST_ETC" "$RUNSC_CNI_CONF_DIR" "$RUNSC_CONTAINERD_ROOT" "$RUNSC_CONTAINERD_STATE" \
         "$RUNSC_TEST_LOG_DIR" "$RUNSC_TEST_ROOT/cni/networks" "$RUNSC_TEST_ROOT/opt"
     if [ "${RUNSC_CONTAINERD_FLAVOR:-}" = 1.6 ]; then
-        # containerd 1.6 (config version 2), for ctr only: no CRI.
+        # containerd 1.6 config format (version 2): the same runtimes, CRI section names of 1.x.
         cat >"$RUNSC_CONTAINERD_CONFIG.new" <<EOF
 # Written by test/containerd.sh; edits are lost on the next start.
 version = 2
 root = '$RUNSC_CONTAINERD_ROOT'
 state = '$RUNSC_CONTAINERD_STATE'
-disabled_plugins = ['io.containerd.grpc.v1.cri']
 
 [grpc]
   address = '$RUNSC_CONTAINERD_ADDRESS'
@@ -37,10 +36,31 @@ disabled_plugins = ['io.containerd.grpc.v1.cri']
 [plugins]
   [plugins.'io.containerd.internal.v1.opt']
     path = '$RUNSC_TEST_ROOT/opt-1.6'
+
+  [plugins.'io.containerd.grpc.v1.cri']
+    sandbox_image = '$RUNSC_PAUSE_IMAGE'
+    restrict_oom_score_adj = true
+
+    [plugins.'io.containerd.grpc.v1.cri'.containerd]
+      snapshotter = 'overlayfs'
+      default_runtime_name = 'runc'
+
+      [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runsc]
+        runtime_type = 'io.containerd.runsc.v2'
+        [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runsc.options]
+          ConfigPath = '$RUNSC_RUNTIME_CONFIG'
+
+      [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc]
+        runtime_type = 'io.containerd.runc.v2'
+        [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc.options]
+          BinaryName = '/usr/sbin/runc'
+
+    [plugins.'io.containerd.grpc.v1.cri'.cni]
+      bin_dir = '$RUNSC_CNI_BIN_DIR'
+      conf_dir = '$RUNSC_CNI_CONF_DIR'
+      max_conf_num = 1
 EOF
-        mv "$RUNSC_CONTAINERD_CONFIG.new" "$RUNSC_CONTAINERD_CONFIG"
-        return 0
-    fi
+    else
     # containerd 2.x config format (version 3): section names from `containerd config default`.
     cat >"$RUNSC_CONTAINERD_CONFIG.new" <<EOF
 # Written by test/containerd.sh; edits are lost on the next start.
@@ -92,6 +112,7 @@ state = '$RUNSC_CONTAINERD_STATE'
       conf_dir = '$RUNSC_CNI_CONF_DIR'
       max_conf_num = 1
 EOF
+    fi
     mv "$RUNSC_CONTAINERD_CONFIG.new" "$RUNSC_CONTAINERD_CONFIG"
 
     # Pod network: a bridge of its own (not the usual cni0), addresses kept in a private host-local store.

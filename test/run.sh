@@ -7,7 +7,7 @@
 #   5. test/containerd.sh start           the private containerd (left as found at the end)
 #   6. cargo test -p runsc-tests --test '*'   end-to-end suite through containerd (RUNSC_E2E=1)
 #   7. cargo test -p runsc-cri-tests      pods through containerd's CRI, handler runsc (RUNSC_E2E=1)
-#   8. the ctr suite of step 6 again against containerd 1.6 (task API v2), started and stopped for it
+#   8. the ctr suite and the CRI suite again against containerd 1.6 (task API v2), started and stopped for it
 # Stops at the first failing step and prints a PASS/FAIL summary with the test counts.
 # RUNSC_BUILD_PROFILE=dev makes step 4 install a debug build (quicker while developing).
 set -euo pipefail
@@ -89,7 +89,8 @@ cri_e2e() {
     }
 }
 
-# The ctr suite again, against containerd 1.6 (task API v2): its own daemon, started and stopped here.
+# The ctr and CRI suites again, against containerd 1.6 (task API v2, the CRI of 1.x): its own daemon,
+# started and stopped here.
 legacy_e2e() {
     local rc=0
     RUNSC_CONTAINERD_FLAVOR=1.6 test/containerd.sh start || return 1
@@ -97,7 +98,8 @@ legacy_e2e() {
         export RUNSC_CONTAINERD_FLAVOR=1.6
         # shellcheck source=test/lib.sh
         . test/lib.sh
-        RUNSC_E2E=1 cargo_test -p runsc-tests --test ctr -- --test-threads=1 || {
+        { RUNSC_E2E=1 cargo_test -p runsc-tests --test ctr -- --test-threads=1 &&
+            RUNSC_E2E=1 cargo_test -p runsc-cri-tests -- --test-threads=1; } || {
             log_tail "$RUNSC_CONTAINERD_LOG" 60
             exit 1
         }
@@ -119,4 +121,4 @@ step "install (contrib/install.sh)" contrib/install.sh
 step "containerd start" start_containerd
 step "end-to-end (cargo test -p runsc-tests, RUNSC_E2E=1)" e2e
 step "CRI end-to-end (cargo test -p runsc-cri-tests, RUNSC_E2E=1)" cri_e2e
-step "containerd 1.6, task API v2 (ctr suite, RUNSC_E2E=1)" legacy_e2e
+step "containerd 1.6, task API v2 (ctr and CRI suites, RUNSC_E2E=1)" legacy_e2e
