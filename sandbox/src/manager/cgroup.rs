@@ -49,7 +49,10 @@ pub fn host_is_v2(root: &Path) -> bool {
 }
 
 /// Turns an OCI cgroupsPath into a path: "/a/b" stays, systemd's
-/// "slice:prefix:name" becomes "/slice/prefix-name.scope".
+/// "slice:prefix:name" becomes the slice's directory (nested the way
+/// systemd nests slices: "a-b.slice" is "/a.slice/a-b.slice") and
+/// "prefix-name.scope" below it. The scope is not registered with systemd;
+/// its directory is made directly, as runc's cgroupfs driver does.
 pub fn normalize_path(spec_path: &str) -> String {
     let parts: Vec<&str> = spec_path.split(':').collect();
     if parts.len() == 3 && !spec_path.starts_with('/') {
@@ -58,13 +61,45 @@ pub fn normalize_path(spec_path: &str) -> String {
         } else {
             parts[0]
         };
-        return format!("/{slice}/{}-{}.scope", parts[1], parts[2]);
+        let dir = expand_slice(slice).unwrap_or_else(|| format!("/{slice}"));
+        let dir = dir.trim_end_matches('/');
+        return format!("{dir}/{}-{}.scope", parts[1], parts[2]);
     }
     if spec_path.starts_with('/') {
         spec_path.to_string()
     } else {
         format!("/{spec_path}")
     }
+}
+
+/// The directory of systemd slice `slice`: "a-b-c.slice" is
+/// "/a.slice/a-b.slice/a-b-c.slice", "-.slice" is the root. None for a
+/// name systemd would refuse.
+fn expand_slice(slice: &str) -> Option<String> {
+    let name = slice.strip_suffix(".slice")?;
+    if name == "-" {
+        return Some("/".into());
+    }
+    if name.is_empty()
+        || name.starts_with('-')
+        || name.ends_with('-')
+        || name.contains("--")
+        || name.contains('/')
+    {
+        return None;
+    }
+    let mut path = String::new();
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push('/');
+        path.push_str(&prefix);
+        path.push_str(".slice");
+    }
+    Some(path)
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -513,6 +548,19 @@ mod tests {
             normalize_path("kubepods.slice:cri-containerd:abc"),
             "/kubepods.slice/cri-containerd-abc.scope"
         );
+        // The kubelet's systemd driver: nested slices.
+        assert_eq!(
+            normalize_path("kubepods-burstable-pod12.slice:cri-containerd:abc"),
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice/\
+             cri-containerd-abc.scope"
+        );
+        assert_eq!(
+            normalize_path(":cri-containerd:abc"),
+            "/system.slice/cri-containerd-abc.scope"
+        );
+        assert_eq!(normalize_path("-.slice:p:n"), "/p-n.scope");
+        assert_eq!(expand_slice("a--b.slice"), None);
+        assert_eq!(expand_slice("nodot"), None);
     }
 
     #[test]

@@ -1428,6 +1428,74 @@ fn container_stats_report_cpu_and_memory() {
     );
 }
 
+/// The cgroup path of process `pid` in the memory hierarchy (v1) or the
+/// unified one (v2), as /proc/PID/cgroup gives it.
+fn memory_cgroup_of(pid: i32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let line = text
+        .lines()
+        .find(|l| {
+            l.split(':')
+                .nth(1)
+                .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+        })
+        .or_else(|| text.lines().find(|l| l.starts_with("0::")))?;
+    line.splitn(3, ':').nth(2).map(str::to_string)
+}
+
+/// A pod whose cgroup parent is a systemd slice (what the kubelet's systemd
+/// cgroup driver passes) gets containerd's `slice:cri-containerd:id`
+/// cgroupsPath: the container's cgroup is nested the way systemd nests
+/// slices, and is gone once the pod is removed. (runc's shim is set up with
+/// the cgroupfs driver here, which refuses that form: runsc only.)
+#[test]
+fn systemd_slice_parents_nest_like_systemd() {
+    let Some(t) = CriTest::setup("systemd_slice_parents_nest_like_systemd") else {
+        return;
+    };
+    if !t.is_runsc() {
+        eprintln!("skipping systemd_slice_parents_nest_like_systemd: runc is set up for cgroupfs");
+        return;
+    }
+    let mut config = t.pod_config("slice");
+    let uid: String = config
+        .metadata
+        .as_ref()
+        .map(|m| m.uid.replace('-', ""))
+        .unwrap_or_default();
+    let slice = format!("runsccritest-pod{uid}.slice");
+    if let Some(linux) = config.linux.as_mut() {
+        linux.cgroup_parent = slice.clone();
+    }
+    let mut pod = must(t.run_pod(config), "RunPodSandbox with a slice parent");
+    let c = pod.run_container(t.container_config("app", &["sleep", "3600"]));
+    let mut pid = None;
+    assert!(
+        wait_until(EXIT_TIMEOUT, || {
+            pid = container_pid(&pod, &c);
+            pid.is_some()
+        }),
+        "no pid for {c}"
+    );
+    let pid = pid.unwrap_or_default();
+    let parent = format!("/runsccritest.slice/{slice}");
+    let want = format!("{parent}/cri-containerd-{c}.scope");
+    assert_eq!(
+        memory_cgroup_of(pid).as_deref(),
+        Some(want.as_str()),
+        "the cgroup of {c} (pid {pid})"
+    );
+    must(pod.stop_and_remove(), "removing the pod");
+    let left: Vec<PathBuf> = cgroup_hierarchies()
+        .into_iter()
+        .map(|h| h.join(want.trim_start_matches('/')))
+        .filter(|d| d.exists())
+        .collect();
+    // What the kubelet removes: the pod's slice and, when empty, its parent.
+    remove_cgroup_parent(&parent);
+    assert!(left.is_empty(), "left after the pod's removal: {left:?}");
+}
+
 #[test]
 fn removing_the_pod_leaves_nothing_behind() {
     let Some(t) = CriTest::setup("removing_the_pod_leaves_nothing_behind") else {
