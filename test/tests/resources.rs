@@ -768,3 +768,62 @@ fn workloads_see_their_limits_and_follow_updates() {
     let online = if cpus == 1 { "0" } else { "0-1" };
     assert_eq!(seen.online, online, "{id}: {seen:?}");
 }
+
+/// Pause and Resume of a container that keeps reading the /proc files the
+/// sandbox serves: each pause completes (the sandbox, which answers those
+/// reads, is not frozen with the container), and the container runs on
+/// after each resume. The sandbox has a cgroup of its own, next to the
+/// container's, which the container's limits do not cover.
+#[test]
+fn pause_completes_while_the_container_reads_its_limits() {
+    let Some(t) = E2e::setup("pause_completes_while_the_container_reads_its_limits") else {
+        return;
+    };
+    let id = unique_id("e2e-pause-read");
+    let _guard = run_detached(
+        &t,
+        &id,
+        &["--memory-limit", "268435456"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do cat /proc/meminfo /proc/stat /proc/uptime >/dev/null; \
+             i=$((i+1)); echo $i >/dev/shm/counter; done",
+        ],
+    );
+    assert!(t
+        .ctr
+        .wait_task_status(&id, "RUNNING", Duration::from_secs(10)));
+    let pid = t.ctr.task(&id).expect("task listed").pid;
+    for round in 0..20 {
+        let out = t.ctr.run(&["task", "pause", &id], CTR_TIMEOUT);
+        assert!(out.success(), "{id}: pause {round}: {}", out.describe());
+        assert_eq!(
+            t.ctr.task(&id).map(|r| r.status),
+            Some("PAUSED".to_string()),
+            "{id}: after pause {round}"
+        );
+        t.ctr.ok(&["task", "resume", &id]);
+        let before = read_counter_from_host(pid).unwrap_or(0);
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                read_counter_from_host(pid).is_some_and(|n| n > before)
+            }),
+            "{id}: the reader did not go on after resume {round}"
+        );
+    }
+    if t.is_runsc() {
+        let ns = &t.ctr.namespace;
+        let own = PathBuf::from(format!("/sys/fs/cgroup/memory/{ns}/{id}-sandbox"));
+        if own.parent().is_some_and(|p| p.is_dir()) {
+            assert!(own.is_dir(), "{id}: no sandbox cgroup {}", own.display());
+            let limit =
+                std::fs::read_to_string(own.join("memory.limit_in_bytes")).unwrap_or_default();
+            assert_ne!(
+                limit.trim(),
+                "268435456",
+                "{id}: the sandbox's cgroup has the container's limit"
+            );
+        }
+    }
+}

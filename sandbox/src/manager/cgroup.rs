@@ -118,6 +118,15 @@ impl Placement {
         }
     }
 
+    /// The cgroup next to this one named `<name>-<suffix>` (same parent).
+    pub fn sibling(&self, suffix: &str) -> Self {
+        Placement {
+            path: format!("{}-{suffix}", self.path.trim_end_matches('/')),
+            v2: self.v2,
+            root: self.root.clone(),
+        }
+    }
+
     /// Every directory of this cgroup (one per v1 controller, or one).
     pub fn dirs(&self) -> Vec<PathBuf> {
         let rel = self.path.trim_start_matches('/');
@@ -538,6 +547,16 @@ mod tests {
         assert_eq!(count_cpu_list("0"), 1);
         assert_eq!(count_cpu_list(""), 0);
         assert_eq!(count_cpu_list("0-1\n"), 2);
+    }
+
+    #[test]
+    fn siblings_share_the_parent() {
+        let p = Placement {
+            path: "/runsc-test/c1".into(),
+            v2: false,
+            root: "/sys/fs/cgroup".into(),
+        };
+        assert_eq!(p.sibling("sandbox").path, "/runsc-test/c1-sandbox");
     }
 
     #[test]

@@ -187,6 +187,9 @@ impl Default for Config {
     }
 }
 
+/// The annotation containerd's CRI puts on every container of a pod.
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
 /// Fd-channel tokens of a container's cgroup, as sent to the sandbox.
 #[derive(Debug, Default)]
 struct CgroupTokens {
@@ -450,13 +453,33 @@ impl Sandbox {
         };
 
         // The cgroup: created, limited, joined by the child before exec.
+        // A CRI pod's sandbox lives in its pause container's cgroup, inside
+        // the pod's. A pod of one container (`ctr run`) names the
+        // container's own cgroup, which the sandbox must not share: a pause
+        // would freeze the sandbox, whose FUSE view the container may be
+        // reading (the freeze then never completes), and the container's
+        // limits, OOM kills and stats would count the sandbox. It takes the
+        // sibling `<cgroup>-sandbox`, without the container's limits.
         let mut cgroup_procs = Vec::new();
         let (mut cpu_num, mut total_memory) = (None, None);
         if let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
-            let placement = cgroup::Placement::new(&path.to_string_lossy());
+            let named = cgroup::Placement::new(&path.to_string_lossy());
+            let in_cri_pod = spec
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(CRI_SANDBOX_ID))
+                .is_some_and(|v| !v.is_empty());
+            let placement = if in_cri_pod {
+                named
+            } else {
+                named.sibling("sandbox")
+            };
             self.cgroup = Some(placement.clone());
             placement.create()?;
-            if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            if let (true, Some(r)) = (
+                in_cri_pod,
+                spec.linux().as_ref().and_then(|l| l.resources().as_ref()),
+            ) {
                 placement.apply(r)?;
             }
             for f in placement.procs_files() {

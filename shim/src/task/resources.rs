@@ -42,8 +42,9 @@ pub(super) fn report_oom(shared: &Shared, st: &mut State<Pod>, cid: &str) -> boo
 }
 
 /// Whether freezing `cg` stops the sandbox process too: its cgroup is the
-/// container's or below it (a pod of one container started by `ctr run`).
-/// The sandbox then cannot answer until the container is thawed.
+/// container's or below it (the pause container of a CRI pod; a sandbox
+/// created before pods of one got a cgroup of their own). The sandbox then
+/// cannot answer until the container is thawed.
 pub(super) fn freezes_sandbox(sandbox: &Sandbox, cg: &Cgroup) -> bool {
     sandbox
         .cgroup
