@@ -418,14 +418,14 @@ fn enter_pod_time_namespace() -> std::time::Duration {
     now
 }
 
-/// Starts serving the limits view mounted from `dev`, and the
-/// sched_getaffinity answerer.
+/// Starts serving the limits view mounted from `dev`, and the answerer
+/// of sched_getaffinity and sysinfo.
 fn start_limits_view(dev: File, pod_boot: std::time::Duration) -> Option<crate::limits::Service> {
     let registry = std::sync::Arc::new(crate::limits::Registry::new(pod_boot));
-    let watcher = match crate::limits::affinity::Watcher::start() {
+    let watcher = match crate::limits::notify::Watcher::start(pod_boot) {
         Ok(w) => w,
         Err(e) => {
-            log::warn!("no sched_getaffinity answers: {e}");
+            log::warn!("no sched_getaffinity and sysinfo answers: {e}");
             return None;
         }
     };

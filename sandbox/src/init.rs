@@ -40,7 +40,8 @@ pub struct InitRequest {
     /// binds over /proc and /sys (see [`crate::limits`]).
     #[serde(default)]
     pub view: Option<std::path::PathBuf>,
-    /// Hand the sandbox a sched_getaffinity listener with the reply.
+    /// Hand the sandbox a listener for the syscalls it answers
+    /// ([`crate::limits::notify::NOTIFIED`]) with the reply.
     #[serde(default)]
     pub affinity: bool,
 }
@@ -63,7 +64,7 @@ pub struct InitReply {
     pub error: Option<String>,
     /// What kind of failure `error` is.
     pub kind: Option<FailureKind>,
-    /// A sched_getaffinity listener comes with the reply (after the pty
+    /// A limits listener comes with the reply (after the pty
     /// master, if any).
     #[serde(default)]
     pub listener: bool,
@@ -361,13 +362,13 @@ fn run(role: Role, sock: &mut std::fs::File) -> Result<Never, (String, FailureKi
     // Before the user and capabilities change: installing a filter needs
     // CAP_SYS_ADMIN or no_new_privs.
     let listener = if req.affinity {
-        let installed = crate::seccomp::notify_filter(libc::SYS_sched_getaffinity)
+        let installed = crate::seccomp::notify_filter(crate::limits::notify::NOTIFIED)
             .and_then(|p| crate::seccomp::install_notifying(&p));
         match installed {
             Ok(fd) => Some(fd),
             Err(e) => {
                 // Nested listeners are refused (EBUSY): the kernel answers.
-                log::debug!("no sched_getaffinity listener: {e}");
+                log::debug!("no limits listener: {e}");
                 None
             }
         }

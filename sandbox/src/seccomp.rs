@@ -312,8 +312,8 @@ pub fn install(programs: &[BpfProgram]) -> Result<(), SeccompError> {
     Ok(())
 }
 
-/// Installs the one-syscall program of [`notify_filter`] on the calling
-/// thread and returns its user-notification listener (close-on-exec).
+/// Installs the program of [`notify_filter`] on the calling thread and
+/// returns its user-notification listener (close-on-exec).
 /// Needs no_new_privs or CAP_SYS_ADMIN, like [`install`].
 pub fn install_notifying(program: &BpfProgram) -> Result<OwnedFd, SeccompError> {
     let fd = set_filter(
@@ -375,10 +375,10 @@ fn set_filter(
     Ok(rc)
 }
 
-/// A program that sends syscall `nr` of the native ABI to the user-space
+/// A program that sends syscalls `nrs` of the native ABI to the user-space
 /// listener and allows everything else (the filters the container's spec
 /// asks for still apply: the kernel keeps the strictest answer).
-pub fn notify_filter(nr: i64) -> Result<BpfProgram, SeccompError> {
+pub fn notify_filter(nrs: &[i64]) -> Result<BpfProgram, SeccompError> {
     if !cfg!(target_arch = "x86_64") {
         return Err(SeccompError::UnsupportedHostArch);
     }
@@ -387,14 +387,22 @@ pub fn notify_filter(nr: i64) -> Result<BpfProgram, SeccompError> {
     const RET_K: u16 = 0x06;
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
     let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
-    Ok(vec![
+    let n = u8::try_from(nrs.len())
+        .ok()
+        .filter(|n| *n < 200)
+        .ok_or(SeccompError::ProgramTooLong { len: nrs.len() })?;
+    // arch; nr; one JEQ per syscall (taken: to NOTIFY); ALLOW; NOTIFY.
+    let mut program = vec![
         insn(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
-        insn(JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
+        insn(JEQ_K, 0, n + 1, AUDIT_ARCH_X86_64),
         insn(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
-        insn(JEQ_K, 0, 1, nr as u32),
-        insn(RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF),
-        insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
-    ])
+    ];
+    for (i, nr) in nrs.iter().enumerate() {
+        program.push(insn(JEQ_K, n - i as u8, 0, *nr as u32));
+    }
+    program.push(insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
+    program.push(insn(RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
+    Ok(program)
 }
 
 /// Syscalls [`sandbox_filter`] refuses with EPERM; the reasons are there.

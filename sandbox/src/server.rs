@@ -135,7 +135,7 @@ pub struct Server {
 struct Ready {
     reply: Option<InitReply>,
     console: Option<Console>,
-    /// Its sched_getaffinity listener.
+    /// Its limits listener (sched_getaffinity, sysinfo).
     listener: Option<OwnedFd>,
 }
 
@@ -202,7 +202,8 @@ impl Server {
         Ok(Some(service.registry.add(cid, view)))
     }
 
-    /// Answers the sched_getaffinity questions of a helper's processes.
+    /// Answers the sched_getaffinity and sysinfo calls of a helper's
+    /// processes.
     fn watch_affinity(
         &self,
         listener: Option<OwnedFd>,

@@ -369,18 +369,24 @@ fn pause_freezes_and_resume_continues() {
         &[
             "sh",
             "-c",
-            "i=0; while true; do i=$((i+1)); echo $i >/dev/shm/counter; usleep 20000; done",
+            "i=0; while true; do i=$((i+1)); echo $i >/dev/shm/next; mv /dev/shm/next /dev/shm/counter; usleep 20000; done",
         ],
     );
     assert!(t
         .ctr
         .wait_task_status(&id, "RUNNING", Duration::from_secs(10)));
     let pid = t.ctr.task(&id).map(|r| r.pid).unwrap_or(0);
+    // The loop rewrites the file: a read may fall between its truncation
+    // and its write, so an empty read is read again.
     let read_exec = |t: &E2e| -> u64 {
-        let text = exec_ok(t, &id, &["cat", "/dev/shm/counter"]);
-        text.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{id}: counter {text:?}"))
+        let mut text = String::new();
+        for _ in 0..20 {
+            text = exec_ok(t, &id, &["cat", "/dev/shm/counter"]);
+            if let Ok(n) = text.trim().parse() {
+                return n;
+            }
+        }
+        panic!("{id}: counter {text:?}")
     };
     assert!(wait_until(Duration::from_secs(10), || {
         read_counter_from_host(pid).is_some()
@@ -576,6 +582,10 @@ struct SeenLimits {
     stat_cpu_lines: usize,
     btime: u64,
     uptime_secs: f64,
+    /// `free`'s total and used memory in kB (busybox `free` asks
+    /// sysinfo(2), and /proc/meminfo for the cache).
+    free_total: u64,
+    free_used: u64,
 }
 
 /// Parses the output of [`SHOW_LIMITS`].
@@ -598,6 +608,14 @@ fn seen_limits(text: &str) -> SeenLimits {
             .unwrap_or_else(|| panic!("no {key} in /proc/meminfo: {text}"))
     };
     let stat = section("stat");
+    let free = section("free");
+    let free_column = |i: usize| -> u64 {
+        free.iter()
+            .find_map(|l| l.strip_prefix("Mem:"))
+            .and_then(|l| l.split_whitespace().nth(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Mem: column {i} from free: {text}"))
+    };
     SeenLimits {
         nproc: section("nproc")
             .first()
@@ -615,6 +633,8 @@ fn seen_limits(text: &str) -> SeenLimits {
             .find_map(|l| l.strip_prefix("btime "))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no btime in /proc/stat: {text}")),
+        free_total: free_column(0),
+        free_used: free_column(1),
         uptime_secs: section("uptime")
             .first()
             .and_then(|l| l.split_whitespace().next())
@@ -629,7 +649,7 @@ fn seen_limits(text: &str) -> SeenLimits {
 const SHOW_LIMITS: &str = "echo ==nproc==; nproc; echo ==online==; \
 cat /sys/devices/system/cpu/online; echo ==cpuinfo==; cat /proc/cpuinfo; \
 echo ==meminfo==; ls -l /proc/meminfo >/dev/null; cat /proc/meminfo; echo ==stat==; cat /proc/stat; \
-echo ==uptime==; cat /proc/uptime; echo ==end==";
+echo ==uptime==; cat /proc/uptime; echo ==free==; free; echo ==end==";
 
 fn host_cpus() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
@@ -653,8 +673,8 @@ fn unix_now() -> u64 {
 }
 
 /// Inside a container limited to 1 CPU and 256 MiB, nproc, /proc/cpuinfo,
-/// /sys/devices/system/cpu/online, /proc/meminfo, /proc/stat and
-/// /proc/uptime tell the limits (and the pod's age), for the init and for
+/// /sys/devices/system/cpu/online, /proc/meminfo, `free` (sysinfo(2)),
+/// /proc/stat and /proc/uptime tell the limits (and the pod's age), for the init and for
 /// execs; MemFree falls as the container fills memory; after Task.Update
 /// to 2 CPUs and 512 MiB they tell the new limits. A container without
 /// limits sees the host. (runc shows the host's values in every case: with
@@ -677,8 +697,8 @@ fn workloads_see_their_limits_and_follow_updates() {
     assert!(out.success(), "{id}: {}", out.describe());
     let seen = seen_limits(&out.stdout_str());
     assert_eq!(
-        (seen.nproc, seen.mem.0),
-        (host_cpus(), host_kb),
+        (seen.nproc, seen.mem.0, seen.free_total),
+        (host_cpus(), host_kb, host_kb),
         "{id}: a container without limits sees the host: {seen:?}"
     );
     if !t.is_runsc() {
@@ -705,6 +725,15 @@ fn workloads_see_their_limits_and_follow_updates() {
         "{id}: cpu and cpu0 in /proc/stat: {seen:?}"
     );
     assert_eq!(seen.mem.0, 256 * 1024, "{id}: MemTotal: {seen:?}");
+    assert_eq!(
+        seen.free_total,
+        256 * 1024,
+        "{id}: free (sysinfo): {seen:?}"
+    );
+    assert!(
+        seen.free_used <= seen.free_total,
+        "{id}: free's used column: {seen:?}"
+    );
     let (total, free, available) = seen.mem;
     assert!(
         free > 0 && free <= available && available <= total,
@@ -761,8 +790,13 @@ fn workloads_see_their_limits_and_follow_updates() {
     let seen = seen_limits(&exec_ok(&t, &id, &["sh", "-c", SHOW_LIMITS]));
     let cpus = host_cpus().min(2);
     assert_eq!(
-        (seen.nproc, seen.cpuinfo_processors, seen.mem.0),
-        (cpus, cpus as usize, 512 * 1024),
+        (
+            seen.nproc,
+            seen.cpuinfo_processors,
+            seen.mem.0,
+            seen.free_total
+        ),
+        (cpus, cpus as usize, 512 * 1024, 512 * 1024),
         "{id}: after the update to 2 CPUs and 512 MiB: {seen:?}"
     );
     let online = if cpus == 1 { "0" } else { "0-1" };
@@ -788,7 +822,7 @@ fn pause_completes_while_the_container_reads_its_limits() {
             "sh",
             "-c",
             "i=0; while true; do cat /proc/meminfo /proc/stat /proc/uptime >/dev/null; \
-             i=$((i+1)); echo $i >/dev/shm/counter; done",
+             i=$((i+1)); echo $i >/dev/shm/next; mv /dev/shm/next /dev/shm/counter; done",
         ],
     );
     assert!(t

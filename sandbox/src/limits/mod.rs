@@ -15,8 +15,8 @@
 //! - the pod runs in its own time namespace, whose boot is the pod's start,
 //!   so `/proc/uptime`, `/proc/stat`'s btime and process start times agree.
 
-pub mod affinity;
 pub mod fuse;
+pub mod notify;
 pub mod render;
 
 use std::collections::HashMap;
@@ -338,7 +338,7 @@ pub struct Service {
     /// The containers served by the FUSE view.
     pub registry: Arc<Registry>,
     /// The sched_getaffinity answerer.
-    pub watcher: Arc<affinity::Watcher>,
+    pub watcher: Arc<notify::Watcher>,
 }
 
 #[cfg(test)]

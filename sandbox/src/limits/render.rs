@@ -35,6 +35,8 @@ pub const STAT_NAMES: &[(&str, &str, &str)] = &[
     ("inactive_file", "total_inactive_file", "inactive_file"),
     ("unevictable", "total_unevictable", "unevictable"),
     ("swapcached", "", "swapcached"),
+    ("slab_reclaimable", "", "slab_reclaimable"),
+    ("slab_unreclaimable", "", "slab_unreclaimable"),
 ];
 
 /// Picks the [`STAT_NAMES`] values out of a memory.stat file.
@@ -62,7 +64,8 @@ pub fn meminfo(host: &str, m: &Memory) -> String {
     let stat = |name: &str| m.stat.get(name).copied().unwrap_or(0);
     let total = m.limit;
     let free = total.saturating_sub(m.usage);
-    let reclaimable = stat("active_file") + stat("inactive_file");
+    let slab = (stat("slab_reclaimable"), stat("slab_unreclaimable"));
+    let reclaimable = stat("active_file") + stat("inactive_file") + slab.0;
     let mut ours: BTreeMap<&str, u64> = BTreeMap::from([
         ("MemTotal", total),
         ("MemFree", free),
@@ -82,6 +85,13 @@ pub fn meminfo(host: &str, m: &Memory) -> String {
         ("AnonPages", stat("anon")),
         ("Mapped", stat("mapped")),
         ("Shmem", stat("shmem")),
+        // Kernel memory the cgroup accounts (v2); 0 on v1, which does not
+        // say. The host's figures would dwarf the limit: `free` subtracts
+        // SReclaimable from the used memory.
+        ("Slab", slab.0 + slab.1),
+        ("SReclaimable", slab.0),
+        ("SUnreclaim", slab.1),
+        ("KReclaimable", slab.0),
     ]);
     if let Some((swap_total, swap_used)) = m.swap {
         ours.insert("SwapTotal", swap_total);
@@ -254,8 +264,8 @@ mod tests {
 
     const HOST_MEMINFO: &str = "MemTotal:       24000000 kB\nMemFree:        20000000 kB\n\
 MemAvailable:   22000000 kB\nBuffers:          100000 kB\nCached:          1000000 kB\n\
-SwapTotal:             0 kB\nSwapFree:              0 kB\nHugePages_Total:       0\n\
-Hugepagesize:       2048 kB\n";
+SwapTotal:             0 kB\nSwapFree:              0 kB\nSReclaimable:     360000 kB\n\
+HugePages_Total:       0\nHugepagesize:       2048 kB\n";
 
     #[test]
     fn meminfo_shows_the_limit_and_keeps_other_host_lines() {
@@ -278,6 +288,8 @@ Hugepagesize:       2048 kB\n";
         assert_eq!(value("Buffers").as_deref(), Some("0"));
         assert_eq!(value("Cached").as_deref(), Some("16384"));
         assert_eq!(value("SwapTotal").as_deref(), Some("0"));
+        // The host's slab would exceed the limit; v1 does not account it.
+        assert_eq!(value("SReclaimable").as_deref(), Some("0"));
         assert!(text.contains("HugePages_Total:       0\n"));
         assert_eq!(text.lines().count(), HOST_MEMINFO.lines().count());
     }

@@ -1,12 +1,19 @@
-//! `sched_getaffinity` answered by the sandbox: a container's helper
-//! installs [`crate::seccomp::notify_filter`] for that one syscall before it
-//! becomes the workload and hands the listener to the sandbox, whose
-//! [`Watcher`] thread answers with the caller's real mask cut down to the
-//! container's CPU count. `nproc`, glibc's `get_nprocs`, Go's and Rust's
-//! runtimes and most thread pools size themselves from that answer.
+//! Syscalls about the machine's size, answered by the sandbox: a
+//! container's helper installs [`crate::seccomp::notify_filter`] for
+//! [`NOTIFIED`] before it becomes the workload and hands the listener to the
+//! sandbox, whose [`Watcher`] thread answers:
+//! - `sched_getaffinity`: the caller's real mask cut down to the
+//!   container's CPU count. `nproc`, glibc's `get_nprocs`, Go's and Rust's
+//!   runtimes and most thread pools size themselves from it. Only questions
+//!   about the caller itself (pid 0 or its own pid) are answered here; the
+//!   kernel answers the rest as usual.
+//! - `sysinfo`: memory and swap from the container's cgroup, the pod's
+//!   uptime; the load averages stay the host's. `free`, glibc's
+//!   `sysconf(_SC_PHYS_PAGES)` and the runtimes that size heaps from it read
+//!   this. A container without a memory limit gets the kernel's answer.
 //!
-//! Only questions about the caller itself (pid 0 or its own pid) are
-//! answered here; the kernel answers the rest as usual.
+//! Answers are written into the caller's memory through `/proc/PID/mem`,
+//! after checking that the notification is still valid.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -15,6 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -23,17 +31,23 @@ use super::{render, Limits};
 /// Largest mask copied (the kernel's own is 1 KiB at most).
 const MAX_MASK: usize = 8192;
 
+/// The syscalls the helpers send to the sandbox.
+pub const NOTIFIED: &[i64] = &[libc::SYS_sched_getaffinity, libc::SYS_sysinfo];
+
 /// The thread answering every container's listener.
 pub struct Watcher {
     new: Mutex<Vec<(OwnedFd, Arc<Limits>)>>,
     /// Written to when `new` has entries; the thread polls `woken`.
     wake: UnixStream,
     woken: UnixStream,
+    /// The host's CLOCK_BOOTTIME when the pod started.
+    pod_boot: Duration,
 }
 
 impl Watcher {
-    /// Starts the watcher thread.
-    pub fn start() -> io::Result<Arc<Self>> {
+    /// Starts the watcher thread for a pod started at `pod_boot` (host
+    /// CLOCK_BOOTTIME).
+    pub fn start(pod_boot: Duration) -> io::Result<Arc<Self>> {
         let (wake, woken) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         woken.set_nonblocking(true)?;
@@ -41,10 +55,11 @@ impl Watcher {
             new: Mutex::new(Vec::new()),
             wake,
             woken,
+            pod_boot,
         });
         let w = watcher.clone();
         std::thread::Builder::new()
-            .name("affinity".into())
+            .name("limits-notify".into())
             .spawn(move || w.run())?;
         Ok(watcher)
     }
@@ -93,7 +108,7 @@ impl Watcher {
                 let fd = order[i - 1];
                 if revents.contains(PollFlags::POLLIN) {
                     if let Some((listener, limits)) = listeners.get(&fd) {
-                        answer_one(listener, limits);
+                        answer_one(listener, limits, self.pod_boot);
                     }
                 } else {
                     // Every process of the filter is gone.
@@ -105,7 +120,7 @@ impl Watcher {
 }
 
 /// Receives one notification on `listener` and answers it.
-fn answer_one(listener: &OwnedFd, limits: &Limits) {
+fn answer_one(listener: &OwnedFd, limits: &Limits, pod_boot: Duration) {
     // SAFETY: seccomp_notif is plain integers; all zeroes is valid and is
     // what the kernel requires before NOTIF_RECV.
     let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
@@ -122,7 +137,7 @@ fn answer_one(listener: &OwnedFd, limits: &Limits) {
         // ENOENT: the caller went away (a signal) before we looked.
         return;
     }
-    let (val, error, flags) = match answer(listener, &req, limits) {
+    let (val, error, flags) = match answer(listener, &req, limits, pod_boot) {
         Answer::Value(v) => (v, 0, 0),
         Answer::Errno(e) => (0, -e, 0),
         Answer::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
@@ -144,10 +159,22 @@ enum Answer {
     Continue,
 }
 
-fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, limits: &Limits) -> Answer {
-    if i64::from(req.data.nr) != libc::SYS_sched_getaffinity {
-        return Answer::Continue;
+fn answer(
+    listener: &OwnedFd,
+    req: &libc::seccomp_notif,
+    limits: &Limits,
+    pod_boot: Duration,
+) -> Answer {
+    match i64::from(req.data.nr) {
+        libc::SYS_sched_getaffinity => affinity(listener, req, limits),
+        libc::SYS_sysinfo => sysinfo(listener, req, limits, pod_boot),
+        _ => Answer::Continue,
     }
+}
+
+/// sched_getaffinity(pid, len, mask): the caller's own mask, cut to the
+/// container's CPU count.
+fn affinity(listener: &OwnedFd, req: &libc::seccomp_notif, limits: &Limits) -> Answer {
     let pid = req.pid as libc::pid_t;
     let [target, len, addr, ..] = req.data.args;
     if target as libc::pid_t != 0 && Some(target as libc::pid_t) != own_pid_of(pid) {
@@ -173,7 +200,75 @@ fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, limits: &Limits) -> Ans
     }
     let copied = copied as usize;
     render::keep_first_cpus(&mut mask[..copied], limits.visible_cpus().len());
-    // The caller may have been killed and its pid reused since it asked.
+    match write_back(listener, req, &mask[..copied], addr, limits) {
+        Ok(()) => Answer::Value(copied as i64),
+        Err(a) => a,
+    }
+}
+
+/// sysinfo(info): memory and swap from the cgroup, the pod's uptime.
+fn sysinfo(
+    listener: &OwnedFd,
+    req: &libc::seccomp_notif,
+    limits: &Limits,
+    pod_boot: Duration,
+) -> Answer {
+    // SAFETY: libc::sysinfo is plain integers; all zeroes is valid.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: sysinfo writes one struct sysinfo into `info`, which is that
+    // type and lives across the call.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return Answer::Continue;
+    }
+    let unit = u64::from(info.mem_unit.max(1));
+    let Some(m) = limits.cgroup.memory(info.totalram.saturating_mul(unit)) else {
+        return Answer::Continue;
+    };
+    info.totalram = m.limit;
+    info.freeram = m.limit.saturating_sub(m.usage);
+    info.sharedram = m.stat.get("shmem").copied().unwrap_or(0);
+    info.bufferram = 0;
+    let (host_swap, host_swap_free) = (
+        info.totalswap.saturating_mul(unit),
+        info.freeswap.saturating_mul(unit),
+    );
+    (info.totalswap, info.freeswap) = match m.swap {
+        Some((total, used)) => {
+            let total = total.min(host_swap);
+            (total, total.saturating_sub(used))
+        }
+        None => (host_swap, host_swap_free),
+    };
+    info.totalhigh = 0;
+    info.freehigh = 0;
+    info.mem_unit = 1;
+    if !pod_boot.is_zero() {
+        info.uptime = super::boottime().saturating_sub(pod_boot).as_secs() as i64;
+    }
+    // SAFETY: `info` is a fully initialised plain-data struct; the slice
+    // covers exactly its bytes and lives no longer than it.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            std::ptr::addr_of!(info).cast::<u8>(),
+            std::mem::size_of::<libc::sysinfo>(),
+        )
+    };
+    match write_back(listener, req, bytes, req.data.args[0], limits) {
+        Ok(()) => Answer::Value(0),
+        Err(a) => a,
+    }
+}
+
+/// Writes `bytes` at `addr` in the caller of `req`, once the notification
+/// is known to be still valid (the caller may have been killed, and its pid
+/// reused, since it asked).
+fn write_back(
+    listener: &OwnedFd,
+    req: &libc::seccomp_notif,
+    bytes: &[u8],
+    addr: u64,
+    limits: &Limits,
+) -> Result<(), Answer> {
     let id = req.id;
     // SAFETY: NOTIF_ID_VALID reads one u64 from `id`, which lives across
     // the call.
@@ -185,22 +280,21 @@ fn answer(listener: &OwnedFd, req: &libc::seccomp_notif, limits: &Limits) -> Ans
         )
     } != 0
     {
-        return Answer::Errno(libc::ESRCH);
+        return Err(Answer::Errno(libc::ESRCH));
     }
-    let written = OpenOptions::new()
+    let pid = req.pid;
+    OpenOptions::new()
         .write(true)
         .open(format!("/proc/{pid}/mem"))
-        .and_then(|mem| mem.write_all_at(&mask[..copied], addr));
-    match written {
-        Ok(()) => Answer::Value(copied as i64),
-        Err(e) => {
+        .and_then(|mem| mem.write_all_at(bytes, addr))
+        .map_err(|e| {
             log::debug!(
-                "container {}: sched_getaffinity of pid {pid}: writing the mask: {e}",
-                limits.cid
+                "container {}: syscall {} of pid {pid}: writing the answer: {e}",
+                limits.cid,
+                req.data.nr
             );
             Answer::Errno(libc::EFAULT)
-        }
-    }
+        })
 }
 
 /// The pid process `pid` (in our PID namespace) has in its own namespace.
@@ -272,11 +366,13 @@ mod tests {
     }
 
     #[test]
-    fn sched_getaffinity_is_answered_with_the_container_cpus() {
+    fn sched_getaffinity_and_sysinfo_are_answered_from_the_cgroup() {
         let host = affinity_count(0);
         let cg = std::env::temp_dir().join(format!("affinity-{}", std::process::id()));
         std::fs::create_dir_all(&cg).unwrap();
         std::fs::write(cg.join("cpu.max"), "100000 100000\n").unwrap();
+        std::fs::write(cg.join("memory.max"), "268435456\n").unwrap();
+        std::fs::write(cg.join("memory.current"), "67108864\n").unwrap();
         let dir = nix::fcntl::open(
             &cg,
             nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
@@ -287,8 +383,8 @@ mod tests {
             cid: "c1".into(),
             cgroup: super::super::CgroupView::new(vec![(super::super::UNIFIED.into(), dir)]),
         });
-        let watcher = Watcher::start().unwrap();
-        let program = crate::seccomp::notify_filter(libc::SYS_sched_getaffinity).unwrap();
+        let watcher = Watcher::start(Duration::ZERO).unwrap();
+        let program = crate::seccomp::notify_filter(NOTIFIED).unwrap();
         let (ours, theirs) = UnixStream::pair().unwrap();
         let theirs_raw = theirs.as_raw_fd();
         // SAFETY: the child makes raw syscalls only (prctl, seccomp,
@@ -306,7 +402,14 @@ mod tests {
                     if !send_fd_raw(theirs_raw, listener.as_raw_fd()) {
                         libc::_exit(102);
                     }
-                    affinity_count(0) * 10 + affinity_count(libc::getpid())
+                    // SAFETY: zeroed plain data, then filled by sysinfo.
+                    let mut info: libc::sysinfo = std::mem::zeroed();
+                    let memory_ok = libc::sysinfo(&mut info) == 0
+                        && u64::from(info.mem_unit) * info.totalram == 256 << 20
+                        && u64::from(info.mem_unit) * info.freeram == 192 << 20;
+                    i32::from(memory_ok) * 100
+                        + affinity_count(0) * 10
+                        + affinity_count(libc::getpid())
                 };
                 // SAFETY: ends the child without running the parent's destructors.
                 unsafe { libc::_exit(code) }
@@ -336,8 +439,9 @@ mod tests {
         std::fs::remove_dir_all(&cg).unwrap();
         assert_eq!(
             status,
-            nix::sys::wait::WaitStatus::Exited(child, 11),
-            "a 1-CPU container on a {host}-CPU host sees 1 CPU for pid 0 and for its own pid"
+            nix::sys::wait::WaitStatus::Exited(child, 111),
+            "a 1-CPU, 256 MiB container on a {host}-CPU host sees 1 CPU for pid 0 and for its \
+             own pid, and 256 MiB of which 192 MiB free in sysinfo"
         );
     }
 
