@@ -14,7 +14,11 @@
 # BENCH_STATS_RPC_RUNS direct calls (default 1000).
 # Uses the private containerd of test/containerd.sh (started if needed, and then stopped again).
 #   BENCH_RUNS=N                number of runs of each measurement
-#   BENCH_RUNTIMES="A B"        runtimes to compare (default: io.containerd.runsc.v2 io.containerd.runc.v2);
+#   BENCH_RUNTIMES="A B"        runtimes to compare (default: io.containerd.runsc.v2 io.containerd.runc.v2
+#                               io.containerd.runc.v2+seccomp); a "+seccomp" suffix runs that runtime's containers
+#                               with containerd's default seccomp profile (`ctr run --seccomp`), as Kubernetes'
+#                               RuntimeDefault does: our sandbox always has a seccomp filter, and any filter puts
+#                               every syscall on the kernel's slower entry path;
 #                               an absolute path to a shim binary is a runtime too (e.g. a build not installed)
 #   BENCH_SETTLE=S              seconds an idle container settles before its memory is read (default 1)
 #   BENCH_STATS_RUNS=N          `ctr task metrics` calls timed (default 100)
@@ -31,7 +35,7 @@ SYSCALL_COUNT=${BENCH_SYSCALL_COUNT:-2000000}
 SETTLE=${BENCH_SETTLE:-1}
 STATS_RUNS=${BENCH_STATS_RUNS:-100}
 STATS_RPC_RUNS=${BENCH_STATS_RPC_RUNS:-1000}
-read -r -a RUNTIMES <<<"${BENCH_RUNTIMES:-io.containerd.runsc.v2 io.containerd.runc.v2}"
+read -r -a RUNTIMES <<<"${BENCH_RUNTIMES:-io.containerd.runsc.v2 io.containerd.runc.v2 io.containerd.runc.v2+seccomp}"
 IMAGE=$RUNSC_TEST_IMAGE
 PREFIX=bench-$$
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer, not '$RUNS'"
@@ -157,16 +161,17 @@ pss_kib() {
 
 # bench_runtime RUNTIME KEY: all measurements of one runtime into $work/KEY.*.
 bench_runtime() {
-    local rt=$1 key=$2 i id shim runtime_pids workload_pids pid argv0
+    local rt=$1 key=$2 i id shim runtime_pids workload_pids pid argv0 flags=()
+    case $rt in *+seccomp) rt=${rt%+seccomp}; flags=(--seccomp) ;; esac
     log "$rt: cold start x$RUNS"
-    timed_ctr "" run --rm --runtime "$rt" "$IMAGE" "$PREFIX-$key-warm" true
+    timed_ctr "" run --rm "${flags[@]}" --runtime "$rt" "$IMAGE" "$PREFIX-$key-warm" true
     for i in $(seq 1 "$RUNS"); do
-        timed_ctr "$work/$key.cold" run --rm --runtime "$rt" "$IMAGE" "$PREFIX-$key-cold-$i" true
+        timed_ctr "$work/$key.cold" run --rm "${flags[@]}" --runtime "$rt" "$IMAGE" "$PREFIX-$key-cold-$i" true
     done
 
     log "$rt: exec latency x$RUNS"
     id=$PREFIX-$key-exec
-    timed_ctr "" run -d --runtime "$rt" "$IMAGE" "$id" sleep 3600
+    timed_ctr "" run -d "${flags[@]}" --runtime "$rt" "$IMAGE" "$id" sleep 3600
     timed_ctr "" task exec --exec-id warm "$id" true
     for i in $(seq 1 "$RUNS"); do
         timed_ctr "$work/$key.exec" task exec --exec-id "e$i" "$id" true
@@ -202,7 +207,7 @@ bench_runtime() {
     log "$rt: idle memory x$RUNS"
     for i in $(seq 1 "$RUNS"); do
         id=$PREFIX-$key-mem-$i
-        timed_ctr "" run -d --runtime "$rt" "$IMAGE" "$id" sleep 3600
+        timed_ctr "" run -d "${flags[@]}" --runtime "$rt" "$IMAGE" "$id" sleep 3600
         sleep "$SETTLE"
         shim=$(shim_pid "$id")
         [ -n "$shim" ] || die "no shim process found for $id"
@@ -222,9 +227,9 @@ bench_runtime() {
 # shim_binary RUNTIME: the shim binary containerd runs for RUNTIME (a name like io.containerd.runc.v2,
 # or an absolute path to a shim binary, which containerd accepts as a runtime too).
 shim_binary() {
-    case $1 in
-        /*) echo "$1" ;;
-        *) echo "containerd-shim-$(echo "$1" | awk -F. '{ print $(NF-1) "-" $NF }')" ;;
+    case ${1%+seccomp} in
+        /*) echo "${1%+seccomp}" ;;
+        *) echo "containerd-shim-$(echo "${1%+seccomp}" | awk -F. '{ print $(NF-1) "-" $NF }')" ;;
     esac
 }
 
@@ -252,18 +257,18 @@ for rt in "${RUNTIMES[@]}"; do
     [ -n "$path" ] && echo "  $rt: $path ($(du -m "$path" | cut -f1) MiB)"
 done
 printf '%-40s' ""
-for rt in "${RUNTIMES[@]}"; do printf '  %-26s' "$rt"; done
+for rt in "${RUNTIMES[@]}"; do printf '  %-30s' "$rt"; done
 echo
 row() {
     local label=$1 suffix=$2 format=${3:-%.1f} key min med max
     printf '%-40s' "$label"
     for key in "${keys[@]}"; do
         if [ "$key" = - ] || [ ! -s "$work/$key.$suffix" ]; then
-            printf '  %-26s' "not installed"
+            printf '  %-30s' "not installed"
             continue
         fi
         read -r min med max < <(stats "$work/$key.$suffix" "$format")
-        printf '  %-26s' "$min / $med / $max"
+        printf '  %-30s' "$min / $med / $max"
     done
     echo
 }
@@ -279,11 +284,11 @@ pct_row() {
     printf '%-40s' "$label"
     for key in "${keys[@]}"; do
         if [ "$key" = - ] || [ ! -s "$work/$key.$suffix" ]; then
-            printf '  %-26s' "-"
+            printf '  %-30s' "-"
             continue
         fi
         read -r med p99 < <(pct "$work/$key.$suffix")
-        printf '  %-26s' "$med / $p99"
+        printf '  %-30s' "$med / $p99"
     done
     echo
 }
