@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::IntoRawFd;
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +28,7 @@ use containerd_shim::{Config, Flags, Shim, StartOpts};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
-use crate::service::{shim_alive, Service, RUNTIME_ID};
+use crate::service::{remove_socket_file, shim_alive, socket_path, Service, RUNTIME_ID};
 
 /// Errors of serving.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +180,7 @@ fn set_subreaper() -> Result<(), ServeError> {
 
 /// Binds the shim socket; None when a live shim already serves it.
 fn listen(socket: &str) -> Result<Option<UnixListener>, ServeError> {
-    let path = socket.strip_prefix("unix://").unwrap_or(socket);
+    let path = socket_path(socket);
     let err = |source| ServeError::Listen {
         path: path.to_string(),
         source,
@@ -195,9 +194,7 @@ fn listen(socket: &str) -> Result<Option<UnixListener>, ServeError> {
             if shim_alive(socket) {
                 return Ok(None);
             }
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                std::fs::remove_file(path).map_err(err)?;
-            }
+            remove_socket_file(Path::new(path)).map_err(err)?;
             UnixListener::bind(path).map(Some).map_err(err)
         }
         Err(e) => Err(err(e)),
@@ -257,11 +254,7 @@ pub fn serve(flags: &Flags) -> Result<(), ServeError> {
     log::info!("shim serving {} (task API v2 and v3)", flags.socket);
     shim.wait();
     server.shutdown();
-    let path = flags
-        .socket
-        .strip_prefix("unix://")
-        .unwrap_or(&flags.socket);
-    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(socket_path(&flags.socket));
     Ok(())
 }
 

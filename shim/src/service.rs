@@ -29,8 +29,17 @@ pub struct Service {
 }
 
 /// Strips `unix://` from a shim address.
-fn socket_path(address: &str) -> &str {
+pub(crate) fn socket_path(address: &str) -> &str {
     address.strip_prefix("unix://").unwrap_or(address)
+}
+
+/// Removes the socket file at `path` if there is one (a dead shim's);
+/// anything else at that path is left alone.
+pub(crate) fn remove_socket_file(path: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
 }
 
 /// Whether a shim answers at `address` (its socket accepts connections).
@@ -108,10 +117,7 @@ impl containerd_shim::Shim for Service {
             }
         }
         if let (Some(addr), false) = (&address, alive) {
-            let path = Path::new(socket_path(addr.trim()));
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                let _ = std::fs::remove_file(path);
-            }
+            let _ = remove_socket_file(Path::new(socket_path(addr.trim())));
         }
         let rootfs = bundle.join("rootfs");
         if sandbox::manager::stage::is_mount_point(&rootfs) {

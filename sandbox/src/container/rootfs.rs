@@ -593,19 +593,13 @@ impl<'a> Rootfs<'a> {
         )
         .map_err(|e| mount_error(&what, dest, e))?;
         let target = self.reopen_target(dest)?;
-        do_mount(
-            None,
+        remount(
             &fd_path(&target),
-            None,
-            MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-            None,
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            MsFlags::empty(),
+            &what,
+            dest,
         )
-        .map_err(|e| mount_error(&what, dest, e))
     }
 
     /// Binds the sandbox path `source` onto the container path `dest`.

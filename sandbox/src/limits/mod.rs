@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,9 +87,7 @@ impl CgroupView {
     /// The CPU count the quota amounts to; None when unlimited.
     pub fn quota_cpus(&self) -> Option<u32> {
         let (quota, period) = if self.v2 {
-            let text = self.read("cpu", "cpu.max")?;
-            let mut it = text.split_whitespace();
-            (it.next()?.parse().ok()?, it.next()?.parse().ok()?)
+            render::parse_cpu_max(&self.read("cpu", "cpu.max")?)?
         } else {
             (
                 self.read("cpu", "cpu.cfs_quota_us")?.trim().parse().ok()?,
@@ -272,7 +271,8 @@ pub struct Registry {
     /// The host's CLOCK_BOOTTIME when the pod started.
     pub pod_boot: Duration,
     containers: Mutex<HashMap<String, (u64, Arc<Limits>)>>,
-    next: Mutex<u64>,
+    /// The last index handed out (the FUSE inodes of a container).
+    last: AtomicU64,
 }
 
 impl Registry {
@@ -281,7 +281,7 @@ impl Registry {
         Registry {
             pod_boot,
             containers: Mutex::new(HashMap::new()),
-            next: Mutex::new(1),
+            last: AtomicU64::new(1),
         }
     }
 
@@ -292,11 +292,7 @@ impl Registry {
             cid: cid.to_string(),
             cgroup,
         });
-        let index = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            *next += 1;
-            *next
-        };
+        let index = self.last.fetch_add(1, Ordering::Relaxed) + 1;
         self.containers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -337,7 +333,7 @@ impl Registry {
 pub struct Service {
     /// The containers served by the FUSE view.
     pub registry: Arc<Registry>,
-    /// The sched_getaffinity answerer.
+    /// The sched_getaffinity and sysinfo answerer.
     pub watcher: Arc<notify::Watcher>,
 }
 

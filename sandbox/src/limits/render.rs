@@ -225,6 +225,13 @@ pub fn parse_cpu_list(s: &str) -> Vec<u32> {
     cpus
 }
 
+/// The quota and period of a v2 `cpu.max` ("150000 100000"); None for
+/// "max" (unlimited) or garbage.
+pub fn parse_cpu_max(text: &str) -> Option<(i64, i64)> {
+    let mut it = text.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
 /// How many CPUs a CFS quota amounts to, rounded up; None when unlimited.
 pub fn quota_cpus(quota: i64, period: i64) -> Option<u32> {
     (quota > 0 && period > 0)
@@ -359,6 +366,8 @@ cpu1 150 0 50 799 0 0 0 0 0 0\nintr 5 6\nbtime 5000\nprocesses 9\n"
     fn visible_cpus_follow_quota_and_cpuset() {
         assert_eq!(quota_cpus(150_000, 100_000), Some(2));
         assert_eq!(quota_cpus(-1, 100_000), None);
+        assert_eq!(parse_cpu_max("150000 100000\n"), Some((150_000, 100_000)));
+        assert_eq!(parse_cpu_max("max 100000"), None);
         assert_eq!(visible_cpus(&[0, 1, 2, 3], Some(2)), vec![0, 1]);
         assert_eq!(visible_cpus(&[2, 3], None), vec![2, 3]);
         assert_eq!(visible_cpus(&[2, 3], Some(8)), vec![2, 3]);

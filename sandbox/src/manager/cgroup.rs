@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::render;
+
 /// Errors of cgroup handling.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -437,16 +439,12 @@ impl Placement {
         let cpuset = self
             .read("cpuset", "cpuset.cpus.effective")
             .or_else(|| self.read("cpuset", "cpuset.cpus"))
-            .map(|s| count_cpu_list(&s))
+            .map(|s| render::parse_cpu_list(&s).len() as u32)
             .filter(|n| *n > 0)
             .unwrap_or(host);
         let quota = if self.v2 {
-            self.read("cpu", "cpu.max").and_then(|s| {
-                let mut it = s.split_whitespace();
-                let q: i64 = it.next()?.parse().ok()?;
-                let p: i64 = it.next()?.parse().ok()?;
-                Some((q, p))
-            })
+            self.read("cpu", "cpu.max")
+                .and_then(|s| render::parse_cpu_max(&s))
         } else {
             let q = self
                 .read("cpu", "cpu.cfs_quota_us")
@@ -456,9 +454,7 @@ impl Placement {
                 .and_then(|s| s.parse().ok());
             q.zip(p)
         };
-        let by_quota = quota
-            .filter(|(q, p)| *q > 0 && *p > 0)
-            .map(|(q, p)| ((q + p - 1) / p) as u32);
+        let by_quota = quota.and_then(|(q, p)| render::quota_cpus(q, p));
         by_quota.map_or(cpuset, |n| n.min(cpuset)).max(1)
     }
 
@@ -523,30 +519,17 @@ fn v2_value(v: i64) -> String {
     }
 }
 
-/// Counts the CPUs in a list such as "0-3,8,10-11".
-pub fn count_cpu_list(s: &str) -> u32 {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| match p.trim().split_once('-') {
-            Some((a, b)) => match (a.parse::<u32>(), b.parse::<u32>()) {
-                (Ok(a), Ok(b)) if b >= a => b - a + 1,
-                _ => 0,
-            },
-            None => u32::from(p.trim().parse::<u32>().is_ok()),
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn cpu_lists_are_counted() {
-        assert_eq!(count_cpu_list("0-3,8,10-11"), 7);
-        assert_eq!(count_cpu_list("0"), 1);
-        assert_eq!(count_cpu_list(""), 0);
-        assert_eq!(count_cpu_list("0-1\n"), 2);
+        let count = |s: &str| render::parse_cpu_list(s).len();
+        assert_eq!(count("0-3,8,10-11"), 7);
+        assert_eq!(count("0"), 1);
+        assert_eq!(count(""), 0);
+        assert_eq!(count("0-1\n"), 2);
     }
 
     #[test]
