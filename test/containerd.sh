@@ -16,55 +16,11 @@ set -euo pipefail
 # Namespaces the images are imported into: the tests' and the CRI's.
 IMAGE_NAMESPACES=("$RUNSC_TEST_NAMESPACE" k8s.io)
 
-write_config() {
-    mkdir -p "$RUNSC_TEST_ETC" "$RUNSC_CNI_CONF_DIR" "$RUNSC_CONTAINERD_ROOT" "$RUNSC_CONTAINERD_STATE" \
-        "$RUNSC_TEST_LOG_DIR" "$RUNSC_TEST_ROOT/cni/networks" "$RUNSC_TEST_ROOT/opt"
-    if [ "${RUNSC_CONTAINERD_FLAVOR:-}" = 1.6 ]; then
-        # containerd 1.6 config format (version 2): the same runtimes, CRI section names of 1.x.
-        cat >"$RUNSC_CONTAINERD_CONFIG.new" <<EOF
+# config_head VERSION OPT_DIR: the start of a containerd config, up to [plugins] and the opt plugin.
+config_head() {
+    cat <<EOF
 # Written by test/containerd.sh; edits are lost on the next start.
-version = 2
-root = '$RUNSC_CONTAINERD_ROOT'
-state = '$RUNSC_CONTAINERD_STATE'
-
-[grpc]
-  address = '$RUNSC_CONTAINERD_ADDRESS'
-
-[debug]
-  level = '${RUNSC_CONTAINERD_LOG_LEVEL:-info}'
-
-[plugins]
-  [plugins.'io.containerd.internal.v1.opt']
-    path = '$RUNSC_TEST_ROOT/opt-1.6'
-
-  [plugins.'io.containerd.grpc.v1.cri']
-    sandbox_image = '$RUNSC_PAUSE_IMAGE'
-    restrict_oom_score_adj = true
-
-    [plugins.'io.containerd.grpc.v1.cri'.containerd]
-      snapshotter = 'overlayfs'
-      default_runtime_name = 'runc'
-
-      [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runsc]
-        runtime_type = 'io.containerd.runsc.v2'
-        [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runsc.options]
-          ConfigPath = '$RUNSC_RUNTIME_CONFIG'
-
-      [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc]
-        runtime_type = 'io.containerd.runc.v2'
-        [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc.options]
-          BinaryName = '/usr/sbin/runc'
-
-    [plugins.'io.containerd.grpc.v1.cri'.cni]
-      bin_dir = '$RUNSC_CNI_BIN_DIR'
-      conf_dir = '$RUNSC_CNI_CONF_DIR'
-      max_conf_num = 1
-EOF
-    else
-    # containerd 2.x config format (version 3): section names from `containerd config default`.
-    cat >"$RUNSC_CONTAINERD_CONFIG.new" <<EOF
-# Written by test/containerd.sh; edits are lost on the next start.
-version = 3
+version = $1
 root = '$RUNSC_CONTAINERD_ROOT'
 state = '$RUNSC_CONTAINERD_STATE'
 
@@ -77,7 +33,57 @@ state = '$RUNSC_CONTAINERD_STATE'
 [plugins]
   # Keep containerd's own files out of the system's /opt/containerd.
   [plugins.'io.containerd.internal.v1.opt']
-    path = '$RUNSC_TEST_ROOT/opt'
+    path = '$2'
+EOF
+}
+
+# config_runtimes TABLE: the runsc and runc runtimes of the CRI, below TABLE (its name differs in 1.x and 2.x).
+config_runtimes() {
+    cat <<EOF
+
+      [$1.runsc]
+        runtime_type = 'io.containerd.runsc.v2'
+        [$1.runsc.options]
+          ConfigPath = '$RUNSC_RUNTIME_CONFIG'
+
+      [$1.runc]
+        runtime_type = 'io.containerd.runc.v2'
+        [$1.runc.options]
+          BinaryName = '/usr/sbin/runc'
+EOF
+}
+
+write_config() {
+    mkdir -p "$RUNSC_TEST_ETC" "$RUNSC_CNI_CONF_DIR" "$RUNSC_CONTAINERD_ROOT" "$RUNSC_CONTAINERD_STATE" \
+        "$RUNSC_TEST_LOG_DIR" "$RUNSC_TEST_ROOT/cni/networks" "$RUNSC_TEST_ROOT/opt"
+    if [ "${RUNSC_CONTAINERD_FLAVOR:-}" = 1.6 ]; then
+        # containerd 1.6 config format (version 2): the same runtimes, CRI section names of 1.x.
+        {
+            config_head 2 "$RUNSC_TEST_ROOT/opt-1.6"
+            cat <<EOF
+
+  [plugins.'io.containerd.grpc.v1.cri']
+    sandbox_image = '$RUNSC_PAUSE_IMAGE'
+    restrict_oom_score_adj = true
+
+    [plugins.'io.containerd.grpc.v1.cri'.containerd]
+      snapshotter = 'overlayfs'
+      default_runtime_name = 'runc'
+EOF
+            config_runtimes "plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes"
+            cat <<EOF
+
+    [plugins.'io.containerd.grpc.v1.cri'.cni]
+      bin_dir = '$RUNSC_CNI_BIN_DIR'
+      conf_dir = '$RUNSC_CNI_CONF_DIR'
+      max_conf_num = 1
+EOF
+        } >"$RUNSC_CONTAINERD_CONFIG.new"
+    else
+        # containerd 2.x config format (version 3): section names from `containerd config default`.
+        {
+            config_head 3 "$RUNSC_TEST_ROOT/opt"
+            cat <<EOF
 
   # NRI's default socket (/var/run/nri/nri.sock) is shared with any system containerd; the tests need no NRI.
   [plugins.'io.containerd.nri.v1.nri']
@@ -96,22 +102,16 @@ state = '$RUNSC_CONTAINERD_STATE'
 
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = 'runc'
-
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runsc]
-        runtime_type = 'io.containerd.runsc.v2'
-        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runsc.options]
-          ConfigPath = '$RUNSC_RUNTIME_CONFIG'
-
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-        runtime_type = 'io.containerd.runc.v2'
-        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-          BinaryName = '/usr/sbin/runc'
+EOF
+            config_runtimes "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes"
+            cat <<EOF
 
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['$RUNSC_CNI_BIN_DIR']
       conf_dir = '$RUNSC_CNI_CONF_DIR'
       max_conf_num = 1
 EOF
+        } >"$RUNSC_CONTAINERD_CONFIG.new"
     fi
     mv "$RUNSC_CONTAINERD_CONFIG.new" "$RUNSC_CONTAINERD_CONFIG"
 
